@@ -1,0 +1,163 @@
+"""Training data: a folder of images held in memory as uint8, and a random-patch sampler with augmentation.
+
+The sampler draws everything from a caller-owned :class:`numpy.random.Generator`, so a batch is a pure function
+of the generator's state: saving ``rng.bit_generator.state`` with a training checkpoint and restoring it
+reproduces the data stream exactly (see :mod:`l3ic_jax.train`).
+
+Augmentation, as in the original toolbox plus the usual dihedral symmetries:
+
+- random scale: a square crop of side ``patch * s`` with ``s`` log-uniform in ``[scale_min, scale_max]``,
+  resized to ``patch`` with PIL's antialiased bilinear filter (downscaling only, so no upsampling blur);
+- a random element of the dihedral group (90-degree rotations times an optional flip), all 8 equally likely.
+
+Images are picked with probability proportional to their area, so every pixel is about equally likely.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly in ``folder`` (not recursive), sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such image folder: {folder}")
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_images(folder: str | Path, min_side: int = 0) -> tuple[list[np.ndarray], list[str]]:
+    """Every image of a folder as an RGB uint8 HxWx3 array, and the file names.
+
+    Images whose shorter side is below ``min_side`` are skipped with a message.
+    """
+    images, names = [], []
+    for path in list_images(folder):
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        if min(arr.shape[:2]) < min_side:
+            print(f"data: skipping {path.name} ({arr.shape[1]}x{arr.shape[0]} is smaller than {min_side})")
+            continue
+        images.append(np.ascontiguousarray(arr))
+        names.append(path.name)
+    if not images:
+        raise ValueError(f"no usable images in {folder}")
+    return images, names
+
+
+def resolve_data_dirs(data: str | Path, val: str | Path | None = None) -> tuple[Path, Path | None]:
+    """(training folder, validation folder): ``DIR/train`` and ``DIR/val`` when they exist, else ``DIR``."""
+    data = Path(data)
+    train_dir = data / "train" if (data / "train").is_dir() else data
+    if val is not None:
+        return train_dir, Path(val)
+    return train_dir, (data / "val" if (data / "val").is_dir() else None)
+
+
+def dataset_fingerprint(data: str | Path) -> dict:
+    """What identifies the data of a run: the manifest's sha256 when there is one, else a hash of file names+sizes."""
+    import hashlib
+
+    data = Path(data)
+    manifest = data / "manifest.json"
+    if manifest.is_file():
+        blob = manifest.read_bytes()
+        info = {"manifest_sha256": hashlib.sha256(blob).hexdigest()}
+        try:
+            m = json.loads(blob)
+            info.update({"counts": m.get("counts"), "megapixels": m.get("megapixels"), "licences": m.get("licences")})
+        except ValueError:
+            pass
+        return {"folder": str(data), **info}
+    h = hashlib.sha256()
+    for sub in sorted(p for p in [data, *data.iterdir()] if p.is_dir()):
+        for p in list_images(sub):
+            h.update(f"{p.relative_to(data)}\0{p.stat().st_size}\0".encode())
+    return {"folder": str(data), "files_sha256": h.hexdigest()}
+
+
+class PatchSampler:
+    """Random ``patch`` x ``patch`` RGB crops of in-memory uint8 images, with scale and dihedral augmentation."""
+
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        patch: int = 128,
+        scale_min: float = 1.0,
+        scale_max: float = 2.0,
+        dihedral: bool = True,
+    ):
+        if not images:
+            raise ValueError("PatchSampler needs at least one image")
+        if not 1.0 <= scale_min <= scale_max:
+            raise ValueError(f"need 1 <= scale_min <= scale_max, got {scale_min}, {scale_max}")
+        self.images = images
+        self.patch = int(patch)
+        self.scale_min, self.scale_max = float(scale_min), float(scale_max)
+        self.dihedral = bool(dihedral)
+        small = [im.shape[:2] for im in images if min(im.shape[:2]) < self.patch]
+        if small:
+            raise ValueError(f"{len(small)} images are smaller than the patch size {self.patch}: {small[:3]}")
+        areas = np.array([im.shape[0] * im.shape[1] for im in images], dtype=np.float64)
+        self.weights = areas / areas.sum()
+
+    @property
+    def megapixels(self) -> float:
+        return sum(im.shape[0] * im.shape[1] for im in self.images) / 1e6
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` patches, uint8 (n, patch, patch, 3); the only randomness is ``rng``."""
+        p = self.patch
+        out = np.empty((n, p, p, 3), dtype=np.uint8)
+        idx = rng.choice(len(self.images), size=n, p=self.weights)
+        log_s = rng.uniform(math.log(self.scale_min), math.log(self.scale_max), size=n)
+        u = rng.random((n, 2))  # crop position, as fractions of the free range
+        k = rng.integers(0, 4, size=n)  # quarter turns
+        flip = rng.integers(0, 2, size=n)
+        for i in range(n):
+            im = self.images[idx[i]]
+            h, w = im.shape[:2]
+            c = int(min(round(p * math.exp(log_s[i])), h, w))
+            y0 = int(u[i, 0] * (h - c + 1))
+            x0 = int(u[i, 1] * (w - c + 1))
+            crop = im[y0 : y0 + c, x0 : x0 + c]
+            if c != p:
+                crop = np.asarray(Image.fromarray(crop).resize((p, p), Image.Resampling.BILINEAR))
+            if self.dihedral:
+                crop = np.rot90(crop, k[i])
+                if flip[i]:
+                    crop = crop[:, ::-1]
+            out[i] = crop
+        return out
+
+
+def center_crops(images: list[np.ndarray], size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` crop of each image (all must be large enough), as one uint8 batch."""
+    out = []
+    for im in images:
+        h, w = im.shape[:2]
+        s = min(size, h, w)
+        y0, x0 = (h - s) // 2, (w - s) // 2
+        out.append(im[y0 : y0 + s, x0 : x0 + s])
+    if len({c.shape for c in out}) != 1:
+        raise ValueError(f"validation images are smaller than the crop size {size}: {[c.shape for c in out]}")
+    return np.stack(out)
+
+
+def rng_state_to_json(rng: np.random.Generator) -> str:
+    """The generator's full state as JSON (PCG64 integers are arbitrary-precision, JSON keeps them exact)."""
+    return json.dumps(rng.bit_generator.state)
+
+
+def rng_from_json(text: str) -> np.random.Generator:
+    state = json.loads(text)
+    bitgen = getattr(np.random, state["bit_generator"])()
+    bitgen.state = state
+    return np.random.Generator(bitgen)

@@ -1,0 +1,508 @@
+"""Train an l3ic model (TwitterDCN) from scratch on a folder of photos; resumable, exportable.
+
+    python -m l3ic_jax.train --n-features 32 --data data/photos --out runs/32c [--max-minutes 60]
+    python -m l3ic_jax.train export runs/32c l3ic-32c.safetensors [--which best|last]
+
+The objective is the original's (ORIGINAL_MODEL.md §3): ``l2_loss(x - y) + entropy_weight * H``, with
+``l2_loss = sum(d**2) / 2``, ``y = decoder(soft_quantize(encoder(x)))`` (straight-through: hard values forward,
+soft-codebook gradient backward), ``H`` the soft-histogram entropy of the latent in bits, and the latent scaling
+trained with everything else. The original sums ``l2_loss`` over its whole batch, which ties the
+rate-distortion trade-off to the batch size. Here the batch sum is rescaled to ``--distortion-batch`` patches
+(default 50): ``D = (50 / B) * sum_batch l2_loss``. The trade-off is then that of the original trained with a
+batch of 50, whatever ``--batch-size`` is (``--distortion-batch 0`` uses the literal batch sum).
+
+A run directory holds ``state.safetensors`` (weights, Adam state, step, data-RNG state and config, written
+atomically every ``--ckpt-every-s`` seconds and on SIGINT/SIGTERM), ``log.jsonl``, and ``best.safetensors``
+(the best weights by validation loss, as an l3ic-jax checkpoint). Rerunning the same command resumes exactly:
+the same step, weights, optimizer state and data stream as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from . import data as _data
+from . import metrics as _metrics
+from . import quantize as _q
+from ._version import __version__
+from .codec import Codec
+from .model import TwitterDCN
+
+STATE_FILE = "state.safetensors"
+BEST_FILE = "best.safetensors"
+LOG_FILE = "log.jsonl"
+STATE_FORMAT = "l3ic-jax-train-state"
+
+#: Settings that define a run; on resume they are taken from the saved state, not from the command line.
+RUN_KEYS = (
+    "n_features", "seed", "batch_size", "patch", "scale_min", "scale_max", "dihedral", "lr", "warmup_steps",
+    "schedule_steps", "final_lr_ratio", "schedule", "entropy_weight", "distortion_batch", "clip_grad_norm",
+    "mixed_precision", "b1", "b2", "clip_output",
+)  # fmt: skip
+
+
+# -- command line -------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m l3ic_jax.train",
+        description="Train an l3ic TwitterDCN model (resumable). Subcommand: `export RUN_DIR OUT.safetensors`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = ap.add_argument_group("run")
+    g.add_argument("--out", required=True, help="run directory (state, logs, best weights)")
+    g.add_argument("--data", required=True, help="image folder; uses DIR/train and DIR/val when they exist")
+    g.add_argument("--val", default=None, help="validation image folder (default DIR/val if it exists)")
+    g.add_argument("--no-resume", action="store_true", help="refuse to start if the run directory has a state")
+    g.add_argument("--max-steps", type=int, default=None, help="stop at this global step (then resume later)")
+    g.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes in this session")
+    g.add_argument("--ckpt-every-s", type=float, default=120.0, help="seconds between training-state saves")
+    g.add_argument("--log-every", type=int, default=20, help="steps between progress lines")
+    g.add_argument("--val-every", type=int, default=500, help="steps between validations")
+    g.add_argument("--val-crop", type=int, default=256, help="side of the validation center crops")
+    g.add_argument("--export", default=None, help="after training, write the best (else last) weights here")
+    g = ap.add_argument_group("model and objective")
+    g.add_argument("--n-features", type=int, default=32, help="latent channels C (16, 32, 64 in the original)")
+    g.add_argument("--entropy-weight", type=float, default=250.0, help="weight of H (bits/value); original: 250")
+    g.add_argument(
+        "--distortion-batch",
+        type=int,
+        default=50,
+        help="l2_loss is summed over the batch as in the original, then rescaled to this many patches so "
+        "the rate-distortion trade-off does not depend on --batch-size; 0: literal sum over the batch",
+    )
+    g.add_argument(
+        "--no-clip-output",
+        dest="clip_output",
+        action="store_false",
+        help="compute the distortion on the raw decoder output instead of the straight-through clip to [0, 1] "
+        "(forward: clip, as the codec decodes; backward: identity; the original's later toolbox versions)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="seed of the weight init and of the data stream")
+    g = ap.add_argument_group("optimization")
+    g.add_argument("--batch-size", type=int, default=8, help="patches per step (8 suits a CPU; 32+ on a GPU)")
+    g.add_argument("--lr", type=float, default=1e-4, help="peak Adam learning rate")
+    g.add_argument("--b1", type=float, default=0.9)
+    g.add_argument("--b2", type=float, default=0.999)
+    g.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="after linear warmup")
+    g.add_argument("--warmup-steps", type=int, default=1000)
+    g.add_argument("--schedule-steps", type=int, default=300_000, help="cosine horizon (total steps planned)")
+    g.add_argument("--final-lr-ratio", type=float, default=0.05, help="cosine ends at lr * this")
+    g.add_argument("--clip-grad-norm", type=float, default=0.0, help="global-norm gradient clip; 0: off")
+    g.add_argument("--mixed-precision", action="store_true", help="bfloat16 convolutions (training only)")
+    g = ap.add_argument_group("data")
+    g.add_argument("--patch", type=int, default=128, help="training patch side (original: 128)")
+    g.add_argument("--scale-min", type=float, default=1.0, help="smallest random downscale of a patch")
+    g.add_argument("--scale-max", type=float, default=2.0, help="largest random downscale of a patch")
+    g.add_argument("--no-dihedral", dest="dihedral", action="store_false", help="no random rotations/flips")
+    return ap
+
+
+def run_config(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in RUN_KEYS}
+
+
+# -- the objective ------------------------------------------------------------------------------------------
+def make_optimizer(cfg: dict) -> optax.GradientTransformation:
+    if cfg["schedule"] == "cosine":
+        lr = optax.warmup_cosine_decay_schedule(
+            init_value=0.0,
+            peak_value=cfg["lr"],
+            warmup_steps=cfg["warmup_steps"],
+            decay_steps=max(cfg["schedule_steps"], cfg["warmup_steps"] + 1),
+            end_value=cfg["lr"] * cfg["final_lr_ratio"],
+        )
+    else:
+        lr = optax.linear_schedule(0.0, cfg["lr"], max(cfg["warmup_steps"], 1))
+    parts = [optax.clip_by_global_norm(cfg["clip_grad_norm"])] if cfg["clip_grad_norm"] > 0 else []
+    return optax.chain(*parts, optax.adam(lr, b1=cfg["b1"], b2=cfg["b2"])), lr
+
+
+def distortion(x: jax.Array, y: jax.Array, ref_batch: int) -> jax.Array:
+    """``tf.nn.l2_loss(x - y)`` summed over the batch, rescaled to ``ref_batch`` patches (0: no rescaling)."""
+    total = 0.5 * jnp.sum(jnp.square(x - y))
+    return total * (ref_batch / x.shape[0]) if ref_batch else total
+
+
+def soft_quantize(latent: jax.Array, codebook: np.ndarray) -> jax.Array:
+    """:func:`l3ic_jax.quantize.soft_quantize`, composed from its jit-safe parts.
+
+    As of this writing ``quantize.soft_quantize`` calls ``np.asarray`` on a traced array and fails under
+    ``jax.jit`` (jax 0.10); this computes the same value: hard forward, soft-codebook gradient backward.
+    """
+    cb = np.asarray(codebook, np.float32).ravel()
+    soft = jnp.reshape(_q.soft_weights(latent, cb) @ jnp.asarray(cb), jnp.shape(latent))
+    hard = _q.dequantize(_q.quantize_indices(latent, cb), cb)
+    return soft + jax.lax.stop_gradient(hard - soft)
+
+
+def make_train_step(graphdef, tx, cfg: dict):
+    codebook = _q.default_codebook()
+    half = jnp.bfloat16 if cfg["mixed_precision"] else None
+
+    def forward(params, x):
+        model = nnx.merge(graphdef, params)
+        if half is not None:
+            cast = jax.tree.map(lambda a: a.astype(half) if a.dtype == jnp.float32 else a, params)
+            model = nnx.merge(graphdef, cast)
+            z = model.encoder(x.astype(half)).astype(jnp.float32)
+            y = model.decoder(soft_quantize(z, codebook).astype(half)).astype(jnp.float32)
+        else:
+            z = model.encoder(x)
+            y = model.decoder(soft_quantize(z, codebook))
+        return z, y
+
+    def loss_fn(params, x):
+        z, y = forward(params, x)
+        if cfg.get("clip_output", True):
+            y = y + jax.lax.stop_gradient(jnp.clip(y, 0.0, 1.0) - y)
+        d = distortion(x, y, cfg["distortion_batch"])
+        h = _q.entropy_estimate(z, codebook)
+        loss = d + cfg["entropy_weight"] * h
+        mse = jnp.mean(jnp.square(x - jnp.clip(y, 0.0, 1.0)), axis=(1, 2, 3))
+        aux = {"loss": loss, "distortion": d, "entropy": h, "psnr": jnp.mean(-10.0 * jnp.log10(mse + 1e-12))}
+        return loss, (aux, y)
+
+    def step(params, opt_state, x_u8):
+        x = x_u8.astype(jnp.float32) / 255.0
+        (_, (aux, y)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        aux["grad_norm"] = optax.global_norm(grads)
+        aux["latent_scaling"] = jax.tree.leaves(params["encoder"]["latent_scaling"])[0]
+        return params, opt_state, aux, jnp.clip(y, 0.0, 1.0)
+
+    return jax.jit(step, donate_argnums=(0, 1))
+
+
+def make_eval(graphdef):
+    """Validation forward pass with the codec's hard quantizer; returns (image, indices, soft entropy)."""
+    codebook = _q.default_codebook()
+
+    @jax.jit
+    def evaluate(params, x_u8):
+        x = x_u8.astype(jnp.float32) / 255.0
+        model = nnx.merge(graphdef, params)
+        z = model.encoder(x)
+        idx = _q.quantize_indices(z, codebook)
+        y = jnp.clip(model.decoder(_q.dequantize(idx, codebook)), 0.0, 1.0)
+        return y, idx, _q.entropy_estimate(z, codebook)
+
+    return evaluate
+
+
+def validate(evaluate, params, crops: np.ndarray, cfg: dict) -> dict:
+    """PSNR, SSIM, MS-SSIM (crops >= 161 px), entropies and bpp, and the objective scaled to a training patch."""
+    y, idx, h_soft = jax.device_get(evaluate(params, crops))
+    x = crops.astype(np.float64) / 255.0
+    y = np.asarray(y, np.float64)
+    counts = np.bincount(np.asarray(idx).ravel(), minlength=len(_q.default_codebook())).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    h_hard = float(-(p * np.log2(p)).sum())
+    per_value = cfg["n_features"] / 64.0  # latent values per pixel
+    area_ratio = (cfg["patch"] / crops.shape[1]) * (cfg["patch"] / crops.shape[2])
+    d_patch = 0.5 * np.sum((x - y) ** 2) / len(x) * area_ratio * (cfg["distortion_batch"] or cfg["batch_size"])
+    out = {
+        "psnr": float(np.mean(_metrics.psnr(x, y))),
+        "ssim": float(np.mean(_metrics.ssim(x, y))),
+        "entropy": float(h_soft),
+        "entropy_hard": h_hard,
+        "bpp_est": float(h_soft) * per_value,
+        "bpp_hard": h_hard * per_value,
+        "loss": float(d_patch + cfg["entropy_weight"] * float(h_soft)),
+    }
+    if min(crops.shape[1:3]) >= 161:
+        out["ms_ssim"] = float(np.mean(_metrics.ms_ssim(x, y)))
+    return out
+
+
+# -- training state on disk ---------------------------------------------------------------------------------
+def _flatten(prefix: str, tree) -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {prefix + jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def _unflatten(prefix: str, template, tensors: dict[str, np.ndarray]):
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = []
+    for path, ref in paths:
+        key = prefix + jax.tree_util.keystr(path)
+        if key not in tensors:
+            raise ValueError(f"training state lacks '{key}'")
+        arr = tensors[key]
+        if arr.shape != np.shape(ref) or arr.dtype != np.asarray(ref).dtype:
+            raise ValueError(f"training state '{key}' is {arr.dtype}{arr.shape}, expected {np.asarray(ref).dtype}{np.shape(ref)}")
+        leaves.append(jnp.asarray(arr))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _atomic_write(path: Path, blob: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_state(run_dir: Path, params, opt_state, info: dict) -> None:
+    """Weights, optimizer state and ``info`` (step, RNG, config, ...) in one safetensors file, atomically."""
+    from safetensors.numpy import save as st_save
+
+    tensors = {**_flatten("params", params), **_flatten("opt", opt_state)}
+    meta = {"format": STATE_FORMAT, "info": json.dumps(info)}
+    _atomic_write(run_dir / STATE_FILE, st_save(tensors, metadata=meta))
+
+
+def read_state(run_dir: Path) -> tuple[dict[str, np.ndarray], dict]:
+    from safetensors.numpy import load as st_load
+
+    blob = (run_dir / STATE_FILE).read_bytes()
+    n = int.from_bytes(blob[:8], "little")
+    meta = json.loads(blob[8 : 8 + n])["__metadata__"]
+    if meta.get("format") != STATE_FORMAT:
+        raise ValueError(f"{run_dir / STATE_FILE} is not a training state")
+    return st_load(blob), json.loads(meta["info"])
+
+
+def init_model(cfg: dict) -> TwitterDCN:
+    return TwitterDCN(cfg["n_features"], rngs=nnx.Rngs(cfg["seed"]))
+
+
+def model_from_params(cfg: dict, tensors: dict[str, np.ndarray]) -> TwitterDCN:
+    model = nnx.eval_shape(lambda: init_model(cfg))
+    graphdef, template = nnx.split(model)
+    return nnx.merge(graphdef, _unflatten("params", template, tensors))
+
+
+# -- export -------------------------------------------------------------------------------------------------
+def provenance(info: dict, which: str, val: dict | None) -> dict:
+    return {
+        "source": "l3ic_jax.train",
+        "which": which,
+        "steps": info["step"],
+        "trained_seconds": round(info.get("elapsed_s", 0.0), 1),
+        "trained_until": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "data": info.get("data"),
+        "hyperparameters": info["config"],
+        "validation": val,
+        "objective": "l2_loss(x - y) * distortion_batch / batch + entropy_weight * H, hard-forward soft-codebook",
+        "jax_version": jax.__version__,
+        "devices": info.get("devices"),
+    }
+
+
+def export(run_dir: str | Path, out: str | Path, which: str = "best") -> Path:
+    """Write the run's best (by validation loss) or last weights as an l3ic-jax checkpoint."""
+    run_dir = Path(run_dir)
+    tensors, info = read_state(run_dir)
+    if which == "best" and (run_dir / BEST_FILE).is_file():
+        codec = Codec.from_checkpoint(run_dir / BEST_FILE)
+        prov = dict(codec.metadata.get("provenance", {}))
+        prov["exported_from"] = str(run_dir)
+        return codec.save(out, provenance=prov)
+    model = model_from_params(info["config"], tensors)
+    return Codec(model).save(out, provenance=provenance(info, "last", info.get("last_val")))
+
+
+# -- the loop -----------------------------------------------------------------------------------------------
+class _Stop:
+    def __init__(self):
+        self.signal = None
+
+    def __call__(self, signum, frame):
+        if self.signal is not None:  # a second Ctrl-C: give up at once
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\nreceived signal {signum}: saving the state and stopping after this step", flush=True)
+
+
+def _fmt_time(s: float) -> str:
+    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m" if s >= 3600 else f"{int(s // 60)}m{int(s % 60):02d}s"
+
+
+def train(args: argparse.Namespace) -> dict:
+    run_dir = Path(args.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = run_config(args)
+    resume = (run_dir / STATE_FILE).is_file()
+    if resume and args.no_resume:
+        raise SystemExit(f"{run_dir} already holds a training state and --no-resume was given")
+    if resume:
+        tensors, info = read_state(run_dir)
+        changed = {k: (info["config"][k], cfg[k]) for k in RUN_KEYS if info["config"].get(k) != cfg[k]}
+        if changed:
+            print("resume: keeping the run's settings, ignoring " + ", ".join(f"--{k.replace('_', '-')}={v[1]} (run: {v[0]})" for k, v in changed.items()))
+        cfg = info["config"]
+    print(f"l3ic-jax {__version__}, jax {jax.__version__}, devices: {jax.devices()}", flush=True)
+
+    train_dir, val_dir = _data.resolve_data_dirs(args.data, args.val)
+    images, names = _data.load_images(train_dir, min_side=cfg["patch"])
+    sampler = _data.PatchSampler(images, cfg["patch"], cfg["scale_min"], cfg["scale_max"], cfg["dihedral"])
+    crops = None
+    if val_dir is not None:
+        val_images, val_names = _data.load_images(val_dir)
+        crops = _data.center_crops(val_images, args.val_crop)
+    fingerprint = _data.dataset_fingerprint(args.data)
+    print(
+        f"data: {len(images)} training images ({sampler.megapixels:.1f} MP) from {train_dir}; "
+        + (f"{len(crops)} validation crops of {crops.shape[1]}x{crops.shape[2]} from {val_dir}" if crops is not None else "no validation"),
+        flush=True,
+    )
+
+    model = init_model(cfg)
+    graphdef, params = nnx.split(model)
+    tx, lr_fn = make_optimizer(cfg)
+    opt_state = tx.init(params)
+    step = 0
+    rng = np.random.default_rng(cfg["seed"])
+    elapsed0 = 0.0
+    best = {"loss": math.inf}
+    last_val = None
+    if resume:
+        params = _unflatten("params", params, tensors)
+        opt_state = _unflatten("opt", opt_state, tensors)
+        step, elapsed0 = int(info["step"]), float(info.get("elapsed_s", 0.0))
+        rng = _data.rng_from_json(info["rng"])
+        best = info.get("best") or best
+        last_val = info.get("last_val")
+        if info.get("data", {}).get("manifest_sha256") != fingerprint.get("manifest_sha256"):
+            print("resume: warning: the data differ from the run's (manifest hash changed)")
+        print(f"resumed {run_dir} at step {step} ({_fmt_time(elapsed0)} trained)", flush=True)
+    else:
+        (run_dir / "config.json").write_text(json.dumps({**cfg, "data": fingerprint}, indent=1))
+        print(f"new run {run_dir}: {json.dumps(cfg)}", flush=True)
+
+    train_step = make_train_step(graphdef, tx, cfg)
+    evaluate = make_eval(graphdef) if crops is not None else None
+    devices = [str(d) for d in jax.devices()]
+
+    def info_now(rng_json: str) -> dict:
+        return {
+            "step": step, "rng": rng_json, "config": cfg, "data": fingerprint, "best": best, "last_val": last_val,
+            "elapsed_s": elapsed0 + (time.monotonic() - t_start), "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "devices": devices, "library_version": __version__,
+        }  # fmt: skip
+
+    def log(record: dict) -> None:
+        with open(run_dir / LOG_FILE, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def run_validation() -> None:
+        nonlocal best, last_val
+        val = validate(evaluate, params, crops, cfg)
+        last_val = {"step": step, **val}
+        log({"kind": "val", **last_val})
+        msg = " ".join(f"{k} {v:.4g}" for k, v in val.items())
+        if val["loss"] < best["loss"]:
+            best = {"step": step, **val}
+            info = info_now(rng_json)
+            Codec(nnx.merge(graphdef, params)).save(run_dir / BEST_FILE, provenance=provenance(info, "best", last_val))
+            msg += "  (best)"
+        print(f"val   {step:7d} | {msg}", flush=True)
+
+    stop = _Stop()
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old[sig] = signal.signal(sig, stop)
+        except ValueError:  # not the main thread (e.g. some test runners): no handler
+            pass
+
+    t_start = time.monotonic()
+    deadline = t_start + 60.0 * args.max_minutes if args.max_minutes else math.inf
+    last_ckpt = t_start
+    rng_json = _data.rng_state_to_json(rng)  # state before the pending batch: what a resume must restart from
+    batch = sampler.sample(rng, cfg["batch_size"])
+    window_t, window_steps, first = time.monotonic(), 0, True
+    reason = "max-steps"
+    try:
+        while args.max_steps is None or step < args.max_steps:
+            if stop.signal is not None:
+                reason = f"signal {stop.signal}"
+                break
+            if time.monotonic() >= deadline:
+                reason = "max-minutes"
+                break
+            params, opt_state, aux, y = train_step(params, opt_state, batch)
+            x_host = batch
+            next_json = _data.rng_state_to_json(rng)
+            batch = sampler.sample(rng, cfg["batch_size"])  # overlaps the device computation
+            loss = float(aux["loss"])
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at step {step + 1}; the last saved state is intact")
+            step += 1
+            rng_json = next_json
+            window_steps += 1
+            if step % args.log_every == 0 or step == args.max_steps:
+                now = time.monotonic()
+                rate = window_steps / (now - window_t)
+                a = {k: float(v) for k, v in jax.device_get(aux).items()}
+                ssim = float(np.mean(_metrics.ssim(x_host / 255.0, np.asarray(y, np.float64))))
+                rec = {
+                    "kind": "train", "step": step, **a, "bpp_est": a["entropy"] * cfg["n_features"] / 64.0,
+                    "ssim": ssim, "lr": float(lr_fn(step)), "steps_per_s": rate, "includes_compile": first,
+                    "elapsed_s": elapsed0 + now - t_start,
+                }  # fmt: skip
+                log(rec)
+                print(
+                    f"train {step:7d} | loss {a['loss']:9.2f} | H {a['entropy']:.3f} b | bpp~{rec['bpp_est']:.3f} | "
+                    f"PSNR {a['psnr']:5.2f} | SSIM {ssim:.4f} | scale {a['latent_scaling']:.3f} | lr {rec['lr']:.2e} | "
+                    f"{rate:.2f} step/s{' (incl. compile)' if first else ''} | {_fmt_time(elapsed0 + now - t_start)}",
+                    flush=True,
+                )
+                window_t, window_steps, first = time.monotonic(), 0, False
+            if evaluate is not None and step % args.val_every == 0:
+                run_validation()
+            if time.monotonic() - last_ckpt >= args.ckpt_every_s:
+                save_state(run_dir, params, opt_state, info_now(rng_json))
+                last_ckpt = time.monotonic()
+                print(f"saved {run_dir / STATE_FILE} at step {step}", flush=True)
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    if evaluate is not None and (last_val is None or last_val["step"] != step) and step > 0:
+        run_validation()
+    save_state(run_dir, params, opt_state, info_now(rng_json))
+    print(f"stopped ({reason}) at step {step}; state saved to {run_dir / STATE_FILE}", flush=True)
+    if args.export:
+        path = export(run_dir, args.export, "best")
+        print(f"exported {path}", flush=True)
+    return {"step": step, "reason": reason, "last_val": last_val, "best": best}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "export":
+        ap = argparse.ArgumentParser(prog="python -m l3ic_jax.train export", description="export a run's weights")
+        ap.add_argument("run_dir")
+        ap.add_argument("out")
+        ap.add_argument("--which", choices=("best", "last"), default="best", help="best by validation, or last")
+        a = ap.parse_args(argv[1:])
+        path = export(a.run_dir, a.out, a.which)
+        print(f"exported {path}")
+        return 0
+    train(build_parser().parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
