@@ -52,7 +52,7 @@ STATE_FORMAT = "l3ic-jax-train-state"
 RUN_KEYS = (
     "n_features", "seed", "batch_size", "patch", "scale_min", "scale_max", "dihedral", "lr", "warmup_steps",
     "schedule_steps", "final_lr_ratio", "schedule", "entropy_weight", "distortion_batch", "clip_grad_norm",
-    "mixed_precision", "b1", "b2", "clip_output",
+    "mixed_precision", "b1", "b2", "clip_output", "init",
 )  # fmt: skip
 
 
@@ -91,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="compute the distortion on the raw decoder output instead of the straight-through clip to [0, 1] "
         "(forward: clip, as the codec decodes; backward: identity; the original's later toolbox versions)",
+    )
+    g.add_argument(
+        "--init",
+        choices=("glorot", "model"),
+        default="glorot",
+        help="glorot: TensorFlow's layer default (Glorot-uniform kernels, zero biases), whose outputs start "
+        "near 0.5; model: the He-normal init of l3ic_jax.model, whose untrained outputs saturate",
     )
     g.add_argument("--seed", type=int, default=0, help="seed of the weight init and of the data stream")
     g = ap.add_argument_group("optimization")
@@ -182,7 +189,7 @@ def make_train_step(graphdef, tx, cfg: dict):
         (_, (aux, y)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        aux["grad_norm"] = optax.global_norm(grads)
+        aux["grad_norm"] = optax.tree.norm(grads)
         aux["latent_scaling"] = jax.tree.leaves(params["encoder"]["latent_scaling"])[0]
         return params, opt_state, aux, jnp.clip(y, 0.0, 1.0)
 
@@ -244,8 +251,9 @@ def _unflatten(prefix: str, template, tensors: dict[str, np.ndarray]):
         if key not in tensors:
             raise ValueError(f"training state lacks '{key}'")
         arr = tensors[key]
-        if arr.shape != np.shape(ref) or arr.dtype != np.asarray(ref).dtype:
-            raise ValueError(f"training state '{key}' is {arr.dtype}{arr.shape}, expected {np.asarray(ref).dtype}{np.shape(ref)}")
+        dtype = np.dtype(ref.dtype) if hasattr(ref, "dtype") else np.asarray(ref).dtype
+        if arr.shape != tuple(np.shape(ref)) or arr.dtype != dtype:
+            raise ValueError(f"training state '{key}' is {arr.dtype}{arr.shape}, expected {dtype}{tuple(np.shape(ref))}")
         leaves.append(jnp.asarray(arr))
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
@@ -284,11 +292,27 @@ def read_state(run_dir: Path) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def init_model(cfg: dict) -> TwitterDCN:
-    return TwitterDCN(cfg["n_features"], rngs=nnx.Rngs(cfg["seed"]))
+    """A freshly initialized model; ``init == "glorot"`` re-draws every kernel Glorot-uniform, biases zero."""
+    model = TwitterDCN(cfg["n_features"], rngs=nnx.Rngs(cfg["seed"]))
+    if cfg.get("init", "model") == "glorot":
+        graphdef, state = nnx.split(model)
+        paths, treedef = jax.tree_util.tree_flatten_with_path(state)
+        key = jax.random.key(cfg["seed"])
+        glorot = jax.nn.initializers.glorot_uniform()
+        leaves = []
+        for i, (path, leaf) in enumerate(paths):  # flatten order is sorted by name: stable across runs
+            name = jax.tree_util.keystr(path)
+            if "['kernel']" in name:
+                leaf = glorot(jax.random.fold_in(key, i), leaf.shape, leaf.dtype)
+            elif "['bias']" in name:
+                leaf = jnp.zeros_like(leaf)
+            leaves.append(leaf)
+        model = nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, leaves))
+    return model
 
 
 def model_from_params(cfg: dict, tensors: dict[str, np.ndarray]) -> TwitterDCN:
-    model = nnx.eval_shape(lambda: init_model(cfg))
+    model = nnx.eval_shape(lambda: TwitterDCN(cfg["n_features"], rngs=nnx.Rngs(0)))
     graphdef, template = nnx.split(model)
     return nnx.merge(graphdef, _unflatten("params", template, tensors))
 
