@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import traceback
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -526,6 +527,19 @@ def main(argv=None) -> int:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
 
+
+class _CallableModule(types.ModuleType):
+    """Importing this module sets ``l3ic_jax.compress`` to it, hiding the function of the same name that
+    ``l3ic_jax`` exposes; calling the module forwards to :func:`l3ic_jax.pipeline.compress`, so
+    ``l3ic_jax.compress(image, codec)`` works whichever was imported first."""
+
+    def __call__(self, image, codec=None, **kwargs):
+        from .pipeline import compress
+
+        return compress(image, codec, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())
