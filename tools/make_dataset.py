@@ -13,7 +13,7 @@ Any fresh Debian/Ubuntu machine can rebuild it, so no data is committed to the r
 
 Most sources are JPEGs, some heavily compressed, so each image is downscaled by ``--factor`` (2 by default;
 antialiased Lanczos, as is usual in the learned-compression literature: it averages out blocking and noise),
-and written losslessly as PNG. Four photos, one per source family, are held out for validation (``val/``),
+and written losslessly as PNG (or lossless WebP, ``--format webp``). Four photos, one per source family, are held out for validation (``val/``),
 the rest go to ``train/``. ``manifest.json`` lists every file with its source package and path, original and
 output size, sha256 of source and output, and the licence read from ``/usr/share/doc/<package>/copyright``.
 Kodak is never used here: it is the evaluation set.
@@ -122,6 +122,13 @@ def main(argv=None) -> int:
     ap.add_argument("--install", action="store_true", help="apt-get install the source packages first (root)")
     ap.add_argument("--out", default="data/photos", help="output folder (default data/photos, gitignored)")
     ap.add_argument("--factor", type=float, default=2.0, help="downscale factor, at least 2 (default 2)")
+    ap.add_argument(
+        "--format",
+        choices=("png", "webp"),
+        default="png",
+        help="lossless output format; webp is ~30%% smaller (~47 MB instead of 68 MB: fits the device tool's "
+        "64 MiB carry limit) but several minutes slower to write",
+    )
     args = ap.parse_args(argv)
     if args.factor < 2:
         ap.error("--factor must be at least 2 (the sources are JPEGs)")
@@ -147,9 +154,12 @@ def main(argv=None) -> int:
         size = (max(1, round(orig[0] / args.factor)), max(1, round(orig[1] / args.factor)))
         small = rgb.resize(size, Image.Resampling.LANCZOS)
         split = "val" if s["stem"] in VALIDATION else "train"
-        dst = out / split / (s["stem"] + ".png")
-        tmp = dst.with_suffix(".png.tmp")
-        small.save(tmp, format="PNG", compress_level=4)
+        dst = out / split / (s["stem"] + "." + args.format)
+        tmp = dst.with_name(dst.name + ".tmp")
+        if args.format == "png":
+            small.save(tmp, format="PNG", compress_level=4)
+        else:
+            small.save(tmp, format="WEBP", lossless=True, quality=100, method=4, exact=True)
         os.replace(tmp, dst)
         licence, copyright_ = licence_of(s["package"], str(src))
         entries.append({
