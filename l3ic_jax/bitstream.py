@@ -202,7 +202,7 @@ def _code_channels(channels: Sequence[memoryview], *, legacy: bool, threads: int
     return out
 
 
-def _decode_fse(payloads: Sequence[bytes], n: int, threads: int) -> list:
+def _decode_fse(payloads: Sequence, n: int, threads: int) -> list:
     """FSE-decode payloads of n bytes each; each item is bytes or the FSEError it raised."""
     if not payloads:
         return []
@@ -346,7 +346,7 @@ def _unpack_container(data: memoryview, channels: list[int] | None, threads: int
         elif mode == MODE_RLE:
             out[k] = payload[0]
         else:
-            fse_jobs.append((k, c, bytes(payload)))
+            fse_jobs.append((k, c, payload))
     _fill_fse(out, fse_jobs, n, threads)
     return _unpacked(facts, out, chans)
 
@@ -498,7 +498,7 @@ def _unpack_legacy(data: memoryview, channels, threads: int) -> Unpacked:
         elif mode == MODE_RAW:
             out[k] = np.frombuffer(payload, dtype=np.uint8)
         else:
-            fse_jobs.append((k, c, bytes(payload)))
+            fse_jobs.append((k, c, payload))
     _fill_fse(out, fse_jobs, n, threads)
     return _unpacked(facts, out, chans)
 

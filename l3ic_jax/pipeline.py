@@ -161,7 +161,7 @@ def decompress_with_info(data, codec=None, *, threads: int = 0) -> tuple[np.ndar
             "codebook"
         )
     image = np.asarray(codec.decode_indices(unpacked.indices[None]))[0]
-    return image[: unpacked.height, : unpacked.width], unpacked
+    return np.array(image[: unpacked.height, : unpacked.width]), unpacked  # a writable, cropped copy
 
 
 def decompress(data, codec=None, *, threads: int = 0) -> np.ndarray:

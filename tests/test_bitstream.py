@@ -205,6 +205,17 @@ def test_container_rejects_mismatched_sizes():
         bs.pack(np.zeros((1, 1, 1), np.int32), height=8, width=8, model_id=MODEL_ID)
 
 
+def test_container_golden_bytes():
+    """The example of docs/format.md, byte for byte (framing only: both channels are raw)."""
+    idx = np.array([[[0, 31]]], np.uint8)
+    data = bs.pack(idx, height=5, width=3, model_id="32c:00112233445566778899aabbccddeeff")
+    assert data.hex() == (
+        "894c33490d0a1a0a0100033332630011" "2233445566778899aabbccddeeff0500"
+        "00000300000002000001000000" "8def02d2" "000100000078e20a5f" "4eb53c95" "001f"
+    )
+    assert zlib.crc32(b"123456789") == 0xCBF43926
+
+
 def test_magic_is_never_a_valid_legacy_stream():
     """Read as legacy, the magic announces 51 channels and a size table longer than 2 * 51 bytes."""
     h, w, c, field_len = struct.unpack_from("<BBBH", bs.MAGIC)
