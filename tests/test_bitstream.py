@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from l3ic_jax import bitstream as bs
 
@@ -357,3 +359,52 @@ def test_legacy_truncations_never_crash():
         except bs.CorruptStreamError:
             continue
         assert u.indices.dtype == np.uint8 and u.indices.shape[-1] == u.n_channels
+
+
+# -- properties ----------------------------------------------------------------------------------------------------
+def _channel(kind: str, h: int, w: int, rng) -> np.ndarray:
+    if kind == "constant":
+        return np.full((h, w), rng.integers(0, 32), np.uint8)
+    if kind == "two":
+        return rng.choice(np.array([3, 17], np.uint8), size=(h, w), p=[0.9, 0.1])
+    if kind == "uniform256":
+        return rng.integers(0, 256, (h, w), dtype=np.uint8)
+    return laplace_indices((h, w), seed=int(rng.integers(1 << 30)), scale=float(rng.uniform(0.3, 4)))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    kinds=st.lists(st.sampled_from(["constant", "two", "uniform256", "laplace"]), min_size=1, max_size=6),
+    seed=st.integers(0, 2**32 - 1),
+    trim=st.tuples(st.integers(0, 7), st.integers(0, 7)),
+)
+def test_both_formats_round_trip_any_content(h, w, kinds, seed, trim):
+    rng = np.random.default_rng(seed)
+    idx = np.stack([_channel(k, h, w, rng) for k in kinds], axis=-1)
+    height, width = 8 * h - trim[0], 8 * w - trim[1]
+    u = bs.unpack(bs.pack(idx, height=height, width=width, model_id=MODEL_ID))
+    np.testing.assert_array_equal(u.indices, idx)
+    assert (u.height, u.width) == (height, width)
+
+    ambiguous = h * w == 3 and any(len(np.unique(idx[..., c])) > 1 for c in range(idx.shape[-1]))
+    if h * w == 1 or ambiguous:
+        with pytest.raises(bs.LegacyFormatError):
+            bs.pack_legacy(idx)
+    else:
+        legacy = bs.unpack(bs.pack_legacy(idx))
+        np.testing.assert_array_equal(legacy.indices, idx)
+        assert (legacy.height, legacy.width) == (8 * h, 8 * w)
+
+
+@settings(max_examples=300, deadline=None)
+@given(blob=st.binary(max_size=300), container=st.booleans())
+def test_arbitrary_bytes_never_crash(blob, container):
+    data = bs.MAGIC + blob if container else blob
+    try:
+        u = bs.unpack(data)
+    except bs.CorruptStreamError:
+        return
+    assert not container  # without a valid CRC a container never decodes
+    assert u.indices.dtype == np.uint8 and u.indices.shape == (u.latent_height, u.latent_width, u.n_channels)
