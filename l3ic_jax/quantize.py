@@ -81,10 +81,10 @@ def soft_quantize(latent: jax.Array, codebook, gamma: float = GAMMA, nu: float =
     The hard value is the nearest entry (clamped), not the original graph's ``argmax(w)``, which maps values
     above about 31.17 to the first entry when every weight underflows.
     """
-    cb = jnp.asarray(np.asarray(codebook, dtype=np.float32).ravel())
+    cb = np.asarray(codebook, dtype=np.float32).ravel()  # stays NumPy: under jit a jnp copy would be traced
     w = soft_weights(latent, cb, gamma, nu)
-    soft = jnp.reshape(w @ cb, jnp.shape(latent))
-    hard = dequantize(quantize_indices(latent, np.asarray(cb)), cb)
+    soft = jnp.reshape(w @ jnp.asarray(cb), jnp.shape(latent))
+    hard = dequantize(quantize_indices(latent, cb), cb)
     return soft + jax.lax.stop_gradient(hard - soft)
 
 
