@@ -58,6 +58,10 @@ outputs:
   output file (or an existing directory). Files are written atomically; an existing file is never
   replaced without --force, and no partial file is left behind, also on errors or Ctrl-C.
 
+statistics (--stats, on stdout):
+  bytes and bpp of the real file (header included), PSNR and SSIM of the decoded 8-bit image against
+  the input, and encode / decode times in seconds (the one-time jit compilation is excluded).
+
 exit codes:
   {EXIT_OK}    success
   {EXIT_INTERNAL}    internal error (a bug: please report it; L3IC_DEBUG=1 shows the traceback)
@@ -96,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog=PROG,
-        description="Lightweight learned lossy image codec (Korus & Memon, ICLR 2020), in JAX. An .l3i input "
-        "is decoded to an image; an image input is encoded to an .l3i stream.",
+        description="Lightweight learned lossy image codec (Korus & Memon, ICLR 2020), in JAX.\n"
+        "An .l3i input is decoded to an image; an image input is encoded to an .l3i stream.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
