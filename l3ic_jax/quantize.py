@@ -49,7 +49,10 @@ def quantize_indices(latent: jax.Array, codebook) -> jax.Array:
         raise ValueError(f"a codebook of {cb.size} entries does not fit uint8 indices")
     z = jnp.asarray(latent, jnp.float32)
     if is_integer_range(cb):
-        q = jnp.clip(jnp.ceil(z - 0.5), cb[0], cb[-1])
+        # ceil(z - 0.5) itself is not exact in float32 (z = -0.5 + 2**-25 gives -1.0, then -1 instead of 0);
+        # round() and the difference r - z are exact, so ties are found exactly and moved to the lower entry.
+        r = jnp.round(z)
+        q = jnp.clip(jnp.where(r - z == 0.5, r - 1.0, r), cb[0], cb[-1])
         return (q - cb[0]).astype(jnp.uint8)
     if np.any(np.diff(cb) <= 0):
         raise ValueError("the codebook must be strictly increasing")
