@@ -145,18 +145,6 @@ def distortion(x: jax.Array, y: jax.Array, ref_batch: int) -> jax.Array:
     return total * (ref_batch / x.shape[0]) if ref_batch else total
 
 
-def soft_quantize(latent: jax.Array, codebook: np.ndarray) -> jax.Array:
-    """:func:`l3ic_jax.quantize.soft_quantize`, composed from its jit-safe parts.
-
-    As of this writing ``quantize.soft_quantize`` calls ``np.asarray`` on a traced array and fails under
-    ``jax.jit`` (jax 0.10); this computes the same value: hard forward, soft-codebook gradient backward.
-    """
-    cb = np.asarray(codebook, np.float32).ravel()
-    soft = jnp.reshape(_q.soft_weights(latent, cb) @ jnp.asarray(cb), jnp.shape(latent))
-    hard = _q.dequantize(_q.quantize_indices(latent, cb), cb)
-    return soft + jax.lax.stop_gradient(hard - soft)
-
-
 def make_train_step(graphdef, tx, cfg: dict):
     codebook = _q.default_codebook()
     half = jnp.bfloat16 if cfg["mixed_precision"] else None
@@ -167,10 +155,10 @@ def make_train_step(graphdef, tx, cfg: dict):
             cast = jax.tree.map(lambda a: a.astype(half) if a.dtype == jnp.float32 else a, params)
             model = nnx.merge(graphdef, cast)
             z = model.encoder(x.astype(half)).astype(jnp.float32)
-            y = model.decoder(soft_quantize(z, codebook).astype(half)).astype(jnp.float32)
+            y = model.decoder(_q.soft_quantize(z, codebook).astype(half)).astype(jnp.float32)
         else:
             z = model.encoder(x)
-            y = model.decoder(soft_quantize(z, codebook))
+            y = model.decoder(_q.soft_quantize(z, codebook))
         return z, y
 
     def loss_fn(params, x):
