@@ -384,18 +384,34 @@ def provenance(argv) -> dict:
     }
 
 
+def _rounded(row: dict) -> dict:
+    """A row with its floats cut to what the metrics can resolve (keeps the committed files small)."""
+    digits = {"psnr": 4, "param": 6, "target_bpp": 6, "bpp": 6, "ssim": 7, "ms_ssim": 7}
+    return {k: round(v, digits[k]) if k in digits and isinstance(v, float) else v for k, v in row.items()}
+
+
+def _json_text(result: dict) -> str:
+    """rd.json with one row per line: readable, and diffs of re-runs stay line-by-line."""
+    head = {k: v for k, v in result.items() if k not in ("averages", "per_image")}
+    parts = [json.dumps(head, indent=1)[:-2]]
+    for key in ("averages", "per_image"):
+        rows = ",\n".join("  " + json.dumps(_rounded(r), ensure_ascii=False) for r in result[key])
+        parts.append(f',\n "{key}": [\n{rows}\n ]')
+    return "".join(parts) + "\n}\n"
+
+
 def write_outputs(result, out: Path, no_plot: bool):
     out.mkdir(parents=True, exist_ok=True)
-    (out / "rd.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "rd.json").write_text(_json_text(result))
     fields = ["codec", "kind", "setting", "param", "target_bpp", "image", "height", "width", "bytes", *METRICS]
     with open(out / "rd_per_image.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
-        w.writerows(result["per_image"])
+        w.writerows(_rounded(r) for r in result["per_image"])
     with open(out / "rd_summary.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["codec", "kind", "setting", "n_images", "target_bpp", *METRICS])
         w.writeheader()
-        w.writerows(result["averages"])
+        w.writerows(_rounded(r) for r in result["averages"])
     (out / "rd_tables.md").write_text(markdown_tables(result))
     log(f"wrote {out}/rd.json, rd_per_image.csv, rd_summary.csv, rd_tables.md")
     if not no_plot:
