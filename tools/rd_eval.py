@@ -269,7 +269,7 @@ def markdown_tables(result) -> str:
     if models:
         lines += ["| model | bpp | PSNR (dB) | SSIM | MS-SSIM | paper bpp / SSIM / MS-SSIM |", "|---|---|---|---|---|---|"]
         for s in models:
-            p = PAPER_POINTS.get(s["setting"])
+            p = next((v for k, v in PAPER_POINTS.items() if k in s["setting"]), None)  # "16c", "l3ic-16c-ep50"
             ref = f"~{p[0]} / ~{p[1]} / ~{p[2]}" if p else "—"
             lines.append(f"| {s['setting']} | {s['bpp']:.3f} | {s['psnr']:.2f} | {s['ssim']:.4f} | "
                          f"{_fmt(s['ms_ssim'], 4)} | {ref} |")
