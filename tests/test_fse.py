@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -429,18 +430,21 @@ def test_max_size_bound():
     assert kind == "error" and got.name == "dstSize_tooSmall"
 
 
-def _probe_gil(call, probe: bytearray) -> bool:
+def _probe_gil(call, probe: bytearray, budget_s: float = 30.0) -> bool:
     """True if another thread ran while `call` held an export of `probe` (i.e. inside the C function).
 
     Resizing a bytearray fails with BufferError while a buffer export exists; the C call holds one from before it
     releases the GIL until after it takes it back. If the GIL were kept, the prober could never run in that window.
+    The prober appends 0xFF (not 0, which would end a stream in a zero byte and make decoding fail at once) and pops
+    it, so a call that starts in between still runs its full length. Not timing based: it loops until the event is
+    seen (normally on the first call) or the budget runs out.
     """
     seen, stop = threading.Event(), threading.Event()
 
     def prober():
         while not stop.is_set():
             try:
-                probe.append(0)
+                probe.append(0xFF)
                 probe.pop()
             except BufferError:
                 seen.set()
@@ -448,14 +452,13 @@ def _probe_gil(call, probe: bytearray) -> bool:
 
     t = threading.Thread(target=prober, daemon=True)
     t.start()
+    deadline = time.monotonic() + budget_s
     try:
-        for _ in range(100):
+        while not seen.is_set() and time.monotonic() < deadline:
             try:
                 call()
             except fse.FSEError:
-                pass  # the prober may have appended a byte just before the call; the result does not matter
-            if seen.is_set():
-                break
+                pass  # a call that started between the prober's append and pop decodes other bytes
     finally:
         stop.set()
         t.join()

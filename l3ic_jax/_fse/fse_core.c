@@ -729,16 +729,47 @@ L3_INLINE uint32_t read_bits_tail(const uint8_t *buf, int64_t *p, unsigned k)
     return (w >> (lo & 7)) & ((1u << k) - 1u);
 }
 
+/* One symbol of the fast loop.  `fast` (a compile-time constant after
+ * inlining) means no cell reads 0 bits, so a single shift extracts the bits. */
 #define DEC_STEP(S, i)                                                         \
     do {                                                                       \
         const dec_entry e_ = dt[(S)];                                          \
         op[(i)] = e_.symbol;                                                   \
-        (S) = e_.base + (uint32_t)(((cont << c) >> 1) >> (63 - e_.nb_bits));   \
+        (S) = e_.base + (uint32_t)(fast ? (cont << c) >> (64 - e_.nb_bits)     \
+                                        : ((cont << c) >> 1) >> (63 - e_.nb_bits)); \
         c += e_.nb_bits;                                                       \
     } while (0)
 
+/* Decode groups of 4 symbols while the container can be refilled with real
+ * bits (>= 57 after a refill, 4 reads need <= 48) and 4 output bytes are
+ * free.  Updates everything the exact tail continues from. */
+L3_INLINE void decode_fast(const int fast, const dec_entry *dt, const uint8_t *in,
+                           const uint8_t **pptr, uint64_t *pcont, unsigned *pc,
+                           uint32_t *pA, uint32_t *pB, uint8_t **pop, uint8_t *oend)
+{
+    const uint8_t *ptr = *pptr;
+    uint64_t cont = *pcont;
+    unsigned c = *pc;
+    uint32_t A = *pA, B = *pB;
+    uint8_t *op = *pop;
+    for (;;) {
+        unsigned nbytes = c >> 3;
+        if ((size_t)(ptr - in) < nbytes) break;
+        ptr -= nbytes;
+        c &= 7;
+        cont = load_le64(ptr);
+        if ((size_t)(oend - op) < 4) break;
+        DEC_STEP(A, 0);
+        DEC_STEP(B, 1);
+        DEC_STEP(A, 2);
+        DEC_STEP(B, 3);
+        op += 4;
+    }
+    *pptr = ptr; *pcont = cont; *pc = c; *pA = A; *pB = B; *pop = op;
+}
+
 static size_t decode_stream(uint8_t *const ostart, size_t cap, const uint8_t *in,
-                            size_t m, const dec_entry *dt, unsigned L)
+                            size_t m, const dec_entry *dt, unsigned L, int zero_bit_cells)
 {
     uint8_t *op = ostart;
     uint8_t *const oend = ostart + cap;
@@ -758,19 +789,8 @@ static size_t decode_stream(uint8_t *const ostart, size_t cap, const uint8_t *in
         unsigned c = 8 - hb32(last);
         A = (uint32_t)((cont << c) >> (64 - L)); c += L;
         B = (uint32_t)((cont << c) >> (64 - L)); c += L;
-        for (;;) {
-            unsigned nbytes = c >> 3;
-            if ((size_t)(ptr - in) < nbytes) break;
-            ptr -= nbytes;
-            c &= 7;
-            cont = load_le64(ptr); /* >= 57 real bits: 4 reads of <= 12 */
-            if ((size_t)(oend - op) < 4) break;
-            DEC_STEP(A, 0);
-            DEC_STEP(B, 1);
-            DEC_STEP(A, 2);
-            DEC_STEP(B, 3);
-            op += 4;
-        }
+        if (zero_bit_cells) decode_fast(0, dt, in, &ptr, &cont, &c, &A, &B, &op, oend);
+        else decode_fast(1, dt, in, &ptr, &cont, &c, &A, &B, &op, oend);
         p = (int64_t)(8 * (size_t)(ptr - in)) + 64 - (int64_t)c;
     } else {
         A = read_bits_tail(in, &p, L);
@@ -806,6 +826,12 @@ size_t l3fse_decompress(void *dst, size_t dst_capacity, const void *src,
     r = build_dec_table(dt, norm, M, L);
     if (l3fse_is_error(r)) return r;
     if (hsize >= src_size) return ERR(SRC_SIZE_WRONG);
-    return decode_stream((uint8_t *)dst, dst_capacity, in + hsize,
-                         src_size - hsize, dt, L);
+    {
+        /* a symbol with more than T/2 cells has cells that read 0 bits */
+        int zero_bit_cells = 0;
+        unsigned s;
+        for (s = 0; s <= M; s++) zero_bit_cells |= norm[s] > (1 << (L - 1));
+        return decode_stream((uint8_t *)dst, dst_capacity, in + hsize, src_size - hsize, dt,
+                             L, zero_bit_cells);
+    }
 }
