@@ -33,14 +33,14 @@ def model_from_tensors(tensors: dict[str, np.ndarray], n_features: int | None = 
     _ckpt.validate(tensors, n_features)
     model = nnx.eval_shape(lambda: TwitterDCN(n_features, rngs=nnx.Rngs(0), **kwargs))
     for name in _ckpt.parameter_shapes(n_features):
-        _param(model, name).value = jnp.asarray(tensors[name], jnp.float32)
+        _param(model, name).set_value(jnp.asarray(tensors[name], jnp.float32))
     return model
 
 
 def tensors_from_model(model: TwitterDCN) -> dict[str, np.ndarray]:
     """The flat ``/``-named float32 tensors of a model, as a checkpoint stores them."""
     return {
-        name: np.asarray(_param(model, name).value, dtype=np.float32)
+        name: np.asarray(_param(model, name).get_value(), dtype=np.float32)
         for name in _ckpt.parameter_shapes(model.n_features)
     }
 

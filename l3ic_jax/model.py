@@ -75,7 +75,7 @@ def _conv(shape, stride: int, rngs: nnx.Rngs, precision) -> nnx.Conv:
         padding="SAME",  # TF rule: pad_before = pad_total // 2, the rest after
         use_bias=True,
         precision=precision,
-        kernel_init=nnx.initializers.he_normal(),
+        kernel_init=nnx.initializers.glorot_uniform(),  # TensorFlow layers' default; biases start at 0
         rngs=rngs,
     )
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import bitstream as _bs
 from . import checkpoint as _ckpt
+from . import tiling as _tiling
 from .bitstream import BitstreamError, CorruptStreamError, ModelMismatchError
 from .codec import Codec, as_image_batch
 from .codec import load as _load_codec
@@ -60,6 +61,10 @@ def pad_to_multiple(images, multiple: int = _bs.STRIDE):
     return jnp.pad(images, widths, mode="edge"), (pad_h, pad_w)
 
 
+#: Images larger than this (in pixels, after padding to 8) are coded tile by tile (l3ic_jax.tiling).
+TILE_ABOVE_PIXELS = 2048 * 2048
+
+
 @functools.lru_cache(maxsize=8)
 def _cached_load(key: str) -> Codec:
     return _load_codec(key)
@@ -94,7 +99,10 @@ def compress(image, codec=None, *, legacy: bool = False, threads: int = 0) -> by
         indices = np.asarray(codec.encode_indices(x))[0]
         return _bs.pack_legacy(indices, threads=threads)
     padded, _ = pad_to_multiple(x)
-    indices = np.asarray(codec.encode_indices(padded))[0]
+    if padded.shape[1] * padded.shape[2] > TILE_ABOVE_PIXELS:  # bounded memory, same indices (tiling.py)
+        indices = _tiling.encode_indices_tiled(codec, np.asarray(padded[0]))
+    else:
+        indices = np.asarray(codec.encode_indices(padded))[0]
     return _bs.pack(indices, height=height, width=width, model_id=model_id(codec), threads=threads)
 
 
@@ -160,7 +168,11 @@ def decompress_with_info(data, codec=None, *, threads: int = 0) -> tuple[np.ndar
             f"the stream holds index {int(unpacked.indices.max())}, beyond the model's {codec.codebook.size}-entry "
             "codebook"
         )
-    image = np.asarray(codec.decode_indices(unpacked.indices[None]))[0]
+    h, w = unpacked.indices.shape[:2]
+    if 64 * h * w > TILE_ABOVE_PIXELS:
+        image = _tiling.decode_indices_tiled(codec, unpacked.indices)
+    else:
+        image = np.asarray(codec.decode_indices(unpacked.indices[None]))[0]
     return np.array(image[: unpacked.height, : unpacked.width]), unpacked  # a writable, cropped copy
 
 
