@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -389,7 +388,9 @@ class _GraphChecker:
                 )
             return out
         if not acts:
-            raise ConversionError(f"{scope}: expected LeakyRelu (alpha 0.2) after {out}, found none; {self.describe(out)}")
+            raise ConversionError(
+                f"{scope}: expected LeakyRelu (alpha 0.2) after {out}, found none; {self.describe(out)}"
+            )
         return self.lrelu(out, f"{scope}: activation", name=acts[0] if len(acts) == 1 else None)
 
     def lrelu(self, x: str, what: str, name: str | None = None) -> str:
@@ -630,9 +631,13 @@ def read_keras_h5(path: str | os.PathLike) -> Source:
     h5_path, json_path = locate_keras_files(path)
     hyper = json.loads(json_path.read_text()) if json_path else {}
     datasets: dict[str, np.ndarray] = {}
+    def collect(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            datasets[name] = obj[()]
+
     try:
         with h5py.File(h5_path, "r") as f:
-            f.visititems(lambda name, obj: datasets.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+            f.visititems(collect)
     except OSError as e:
         raise ConversionError(f"{h5_path} is not a readable h5 file: {e}") from e
     not_visited = set(datasets)
@@ -676,7 +681,8 @@ def read_keras_h5(path: str | os.PathLike) -> Source:
         kname, bname = convs[layer]["kernel"], convs[layer]["bias"]
         where = f"{kname} ({target})"
         tensors[f"{target}/kernel"] = transform_conv_kernel(where, datasets[kname], expected[f"{target}/kernel"])
-        tensors[f"{target}/bias"] = transform_conv_bias(f"{bname} ({target})", datasets[bname], expected[f"{target}/bias"])
+        where = f"{bname} ({target})"
+        tensors[f"{target}/bias"] = transform_conv_bias(where, datasets[bname], expected[f"{target}/bias"])
         raw_layers[target] = (datasets[kname], datasets[bname])
         not_visited -= {kname, bname}
 
@@ -699,7 +705,8 @@ def read_keras_h5(path: str | os.PathLike) -> Source:
     not_visited.discard(codebooks[0])
 
     if not_visited:
-        raise ConversionError(f"{h5_path}: weights the original network does not have: {', '.join(sorted(not_visited)[:8])}")
+        shown = ", ".join(sorted(not_visited)[:8])
+        raise ConversionError(f"{h5_path}: weights the original network does not have: {shown}")
     for key, value in (("n_features", n_features), ("latent_bpf", latent_bpf)):
         if key in hyper and int(hyper[key]) != value:
             raise ConversionError(f"{json_path}: {key} is {hyper[key]}, but the weights have {value}")
@@ -853,7 +860,8 @@ def check_parity(source: Source, image: np.ndarray | None = None) -> dict:
         near = boundary_mask(z_tf, source.codebook)
         differ = idx != idx_tf
         if np.any(differ & ~near):
-            raise ConversionError(f"parity: {int(np.sum(differ & ~near))} quantization indices differ away from a boundary")
+            count = int(np.sum(differ & ~near))
+            raise ConversionError(f"parity: {count} quantization indices differ away from a decision boundary")
         q = source.codebook[idx_tf]
         if q_tf is not None:  # the graph's own quantizer: nearest codebook value (where it does not underflow)
             ok = np.abs(z_tf) < SOFT_QUANTIZER_LIMIT
@@ -942,16 +950,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tf_to_flax.py",
         description=(
-            "Convert an original l3ic TwitterDCN from TensorFlow to an l3ic-jax checkpoint (safetensors). "
-            "The structure is checked against the original network, the converted model is compared with "
-            "TensorFlow on a test image, and nothing is written unless both pass."
+            "Convert an original l3ic TwitterDCN from TensorFlow to an l3ic-jax checkpoint (safetensors).\n"
+            "The structure is checked against the original network op by op, the converted model is compared\n"
+            "with TensorFlow on a test image, and nothing is written unless both pass."
         ),
         epilog=(
             "Input kinds:\n"
             "  frozen graph  a TF1 binary GraphDef as deployed with the original codec (dcn_16c.pb, dcn_32c.pb,\n"
             "                dcn_64c.pb): Const <scope>/weights + <scope>/biases read through .../read, the\n"
             "                codebook twitterdcn/optimization/entropy/Const, ending in y or the clip wrapper add.\n"
-            "  Keras weights the TF2 toolbox's save_weights(..., save_format='h5') file\n"
+            "  Keras h5      the TF2 toolbox's save_weights(..., save_format='h5') file\n"
             "                <dir>/twitterdcn/twitterdcn.h5 with its JSON of hyper-parameters next to it;\n"
             "                give the h5 file or <dir>.\n"
             "n_features (16, 32, 64, or any 4..128) is inferred from the weights.\n\n"
@@ -960,7 +968,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", metavar="INPUT", help="frozen graph (.pb), Keras weights (.h5), or the toolbox directory")
+    parser.add_argument(
+        "input", metavar="INPUT", help="frozen graph (.pb), Keras weights (.h5), or the toolbox directory"
+    )
     parser.add_argument("output", metavar="OUTPUT.safetensors", help="checkpoint to write")
     parser.add_argument(
         "--kind",

@@ -120,7 +120,8 @@ def test_wrong_shape(tmp_path):
     tensors = random_tensors()
     tensors["encoder/conv_2/kernel"] = np.zeros((5, 5, 128, 128), np.float32)
     path = raw_save(tmp_path / "shape.safetensors", tensors, good_metadata(tensors))
-    with pytest.raises(CheckpointError, match=r"'encoder/conv_2/kernel' has shape \(5, 5, 128, 128\), expected \(3, 3, 128, 128\)"):
+    message = r"'encoder/conv_2/kernel' has shape \(5, 5, 128, 128\), expected \(3, 3, 128, 128\)"
+    with pytest.raises(CheckpointError, match=message):
         checkpoint.load(path)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +24,6 @@ pytestmark = pytest.mark.tf
 
 LATENT_RTOL = 1e-4
 DECODED_ATOL = 1e-4
-REPO = Path(__file__).resolve().parents[1]
 
 
 def assert_same_weights(path, weights):
@@ -234,7 +232,9 @@ KERAS_REFUSALS = {
         {},
         r"weights the original network does not have: dense/dense/kernel:0",
     ),
-    "layers out of order": (_swap_first_two, {}, r"conv2d/kernel:0 \(encoder/conv_0\): shape \(5, 5, 64, 128\), expected"),
+    "layers out of order": (
+        _swap_first_two, {}, r"conv2d/kernel:0 \(encoder/conv_0\): shape \(5, 5, 64, 128\), expected"
+    ),
     "no latent scaling": (_drop("latent_scaling:0"), {}, r"no latent_scaling weight"),
     "no codebook": (_drop("codebook:0"), {}, r"expected one codebook"),
     "json n_features": (None, {"n_features": 32}, r"n_features is 32, but the weights have 8"),
@@ -263,12 +263,6 @@ def test_keras_codebook_values_checked(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------------------
-
-
-def test_tensorflow_only_in_convert_and_tests():
-    for path in (REPO / "l3ic_jax").rglob("*.py"):
-        text = path.read_text()
-        assert not re.search(r"^\s*(import|from)\s+(tensorflow|keras|h5py)\b", text, re.M), path
 
 
 def test_hyperparameter_json_is_found_next_to_the_h5(tmp_path):

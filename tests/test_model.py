@@ -4,6 +4,8 @@ width, compilation caching, and input validation."""
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -92,9 +94,8 @@ def test_depth_to_space_formula():
             for w in range(4):
                 for i in range(block):
                     for j in range(block):
-                        np.testing.assert_array_equal(
-                            out[n, h * block + i, w * block + j], x[n, h, w, (i * block + j) * c_out : (i * block + j + 1) * c_out]
-                        )
+                        k = (i * block + j) * c_out
+                        np.testing.assert_array_equal(out[n, h * block + i, w * block + j], x[n, h, w, k : k + c_out])
 
 
 def test_lrelu():
@@ -226,3 +227,10 @@ def test_decode_is_clipped_and_indices_path_agrees(codec):
     y = np.asarray(codec.decode_indices(idx))
     np.testing.assert_allclose(y, np.asarray(codec.decode(codec.dequantize(idx))), rtol=0, atol=1e-6)
     assert y.min() >= 0.0 and y.max() <= 1.0
+
+
+def test_no_tensorflow_in_the_package():
+    """TensorFlow (and Keras, h5py) is imported only by convert/ and the tests, never by l3ic_jax."""
+    for path in (Path(__file__).resolve().parents[1] / "l3ic_jax").rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(import|from)\s+(tensorflow|keras|h5py)\b", text, re.M), path
