@@ -119,13 +119,17 @@ def c_bench(datasets: dict, seconds: float) -> dict | None:
 
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
+    fields = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    if "model name" in fields:
+        cpu = f"{fields['model name']} (family {fields.get('cpu family')}, model {fields.get('model')})"
+        if "hypervisor" in fields.get("flags", "").split():
+            cpu += ", virtual machine"
     gcc = shutil.which("gcc")
     info = {
         "cpu": cpu,
@@ -155,7 +159,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=1.0, help="timing time per figure (default 1.0)")
     ap.add_argument("--channels", type=int, default=64, help="channels in the batched figures (default 64)")
     ap.add_argument("--out", default=str(REPO / "docs" / "bench_fse.json"), help="JSON output path")
-    ap.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
+    ap.add_argument("--markdown", action="store_true", help="print the docs/benchmarks.md section instead of the table")
     args = ap.parse_args(argv)
 
     try:
@@ -215,12 +219,37 @@ def main(argv=None) -> int:
     results["command"] = "python tools/bench_fse.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
     table = format_table(results)
-    print(table)
+    print(markdown_section(results) if args.markdown else table)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {out}")
     return 0
+
+
+def markdown_section(r: dict) -> str:
+    """The "## FSE entropy coder" section of docs/benchmarks.md: provenance, then the table."""
+    m = r["machine"]
+    return "\n".join([
+        "## FSE entropy coder",
+        "",
+        f"- Machine: {m['cpu']}, {m['cpus']} CPUs; {m['platform']}; load average {m['loadavg_before'][0]} "
+        f"before, {m['loadavg_after'][0]} after (shared machine)",
+        f"- Versions: Python {m['python']}, numpy {m['numpy']}, {m['gcc']}, python-zstandard {m['zstandard']} "
+        f"(zstd {'.'.join(map(str, m['zstd'])) if m.get('zstd') else '?'}), l3ic-jax commit {m['git_commit']}",
+        f"- Date: {r['date']}; command: `{r['command']}` (raw figures: `docs/bench_fse.json`)",
+        "",
+        table_note(),
+        "",
+        format_table(r),
+    ])
+
+
+def table_note() -> str:
+    return ("MB/s of uncompressed data, one thread unless stated. Each cell: wall-clock median / thread-CPU-time "
+            "median / best window, over windows of >= 2 ms (the CPU-time median ignores time taken by other "
+            "processes). \"C\" is the core called from C (what the reference figures measure), \"Python call\" "
+            "goes through `l3ic_jax.fse`. Reference FSE figures: as given in the task brief for this machine.")
 
 
 def format_table(r: dict) -> str:
