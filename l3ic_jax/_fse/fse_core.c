@@ -173,9 +173,7 @@ static unsigned optimal_table_log(size_t n, unsigned M, int legacy)
 {
     /* unsigned 32-bit arithmetic: wraps to "no limit" for n <= 4 */
     uint32_t max_bits_src = hb32((uint32_t)(n - 1)) - 2u;
-    uint32_t min_bits_src =
-        legacy ? hb32((uint32_t)(n - 1)) + 1u
-               : (n > 0xFFFFFFFFu ? 33u : hb32((uint32_t)n) + 1u);
+    uint32_t min_bits_src = legacy ? hb32((uint32_t)(n - 1)) + 1u : hb32((uint32_t)n) + 1u;
     uint32_t min_bits_sym = hb32(M) + 2u;
     uint32_t min_bits = min_bits_src < min_bits_sym ? min_bits_src : min_bits_sym;
     uint32_t L = L3FSE_DEFAULT_TABLELOG;
@@ -314,8 +312,10 @@ size_t l3fse_normalize(short *norm, unsigned *table_log, const unsigned *count,
     unsigned L, s;
     uint64_t sum = 0, total;
     size_t r;
-    if (n < 2 || n > L3FSE_MAX_SRC_SIZE || max_symbol < 1 || max_symbol > 255)
-        return ERR(GENERIC);
+    if (n < 2 || max_symbol < 1 || max_symbol > 255) return ERR(GENERIC);
+#if SIZE_MAX > 0xFFFFFFFFu
+    if (n > L3FSE_MAX_SRC_SIZE) return ERR(GENERIC);
+#endif
     for (s = 0; s < 256; s++) {
         c32[s] = s <= max_symbol ? (uint32_t)count[s] : 0;
         sum += c32[s];
@@ -654,7 +654,9 @@ size_t l3fse_compress(void *dst, size_t dst_capacity, const void *src, size_t n,
     size_t r;
 
     if (n <= 1) return L3FSE_NOT_COMPRESSIBLE;
+#if SIZE_MAX > 0xFFFFFFFFu
     if (n > L3FSE_MAX_SRC_SIZE) return ERR(SRC_SIZE_WRONG);
+#endif
     histogram(count, in, n);
     for (s = 0; s < 256; s++) {
         if (count[s]) M = s;

@@ -2,7 +2,7 @@
  * fse_core.h -- FSE (tabled asymmetric numeral system) coder for bytes.
  *
  * Plain C99, no Python.h, no global state, no allocation on the hot paths
- * (all tables live on the stack, about 30 KiB per call), so every function
+ * (all tables live on the stack, under 32 KiB per call), so every function
  * is safe to call from any number of threads at once.
  *
  * The output is byte-identical to the one-shot FSE_compress() of the
