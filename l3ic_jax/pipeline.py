@@ -28,6 +28,8 @@ __all__ = [
     "compress",
     "decompress",
     "decompress_with_info",
+    "compress_batch",
+    "decompress_batch",
     "resolve_codec",
     "codec_for_stream",
     "model_id",
@@ -185,3 +187,118 @@ def decompress(data, codec=None, *, threads: int = 0) -> np.ndarray:
     for a model that does not match.
     """
     return decompress_with_info(data, codec, threads=threads)[0]
+
+
+# -- batches -------------------------------------------------------------------------------------------------------
+#: At most this many images go into one device call of the batch API (bounds the activations' memory).
+MAX_BATCH = 16
+
+
+def _chunks(items: list, size: int):
+    for k in range(0, len(items), size):
+        yield items[k : k + size]
+
+
+def _pipelined(jobs, launch, finish) -> None:
+    """``finish(job, launch(job))`` for each job, launching job k+1 before finishing job k.
+
+    JAX dispatches asynchronously, so the device works on the next batch while this thread entropy-codes (or
+    crops) the previous one; the FSE extension releases the GIL.
+    """
+    pending = None
+    for job in jobs:
+        handle = (job, launch(job))
+        if pending is not None:
+            finish(*pending)
+        pending = handle
+    if pending is not None:
+        finish(*pending)
+
+
+def compress_batch(images, codec=None, *, legacy: bool = False, threads: int = 0, max_batch: int = MAX_BATCH) -> list[bytes]:
+    """:func:`compress` of many images; item ``i`` is byte-identical to ``compress(images[i], codec, ...)``.
+
+    Images of the same size are stacked into one device call (at most ``max_batch`` per call); different sizes
+    are grouped, and images above :data:`TILE_ABOVE_PIXELS` are coded tile by tile, one at a time. The entropy
+    coding of one batch overlaps the device work on the next.
+    """
+    codec = resolve_codec(codec)
+    if int(max_batch) < 1:
+        raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+    images = list(images)
+    out: list = [None] * len(images)
+    groups: dict[tuple, list] = {}
+    for i, image in enumerate(images):
+        x = as_image_batch(image)
+        if x.shape[0] != 1:
+            raise ValueError(f"compress_batch takes HxWx3 images, item {i} is a batch of {x.shape[0]}")
+        padded = x if legacy else pad_to_multiple(x)[0]
+        if not legacy and padded.shape[1] * padded.shape[2] > TILE_ABOVE_PIXELS:
+            out[i] = compress(image, codec, threads=threads)
+            continue
+        groups.setdefault(tuple(padded.shape), []).append((i, int(x.shape[1]), int(x.shape[2]), padded))
+    jobs = [chunk for group in groups.values() for chunk in _chunks(group, int(max_batch))]
+    mid = model_id(codec)
+
+    def launch(chunk):
+        stack = chunk[0][3] if len(chunk) == 1 else _concat([item[3] for item in chunk])
+        return codec.encode_indices(stack)
+
+    def finish(chunk, result):
+        indices = np.asarray(result)
+        for (i, height, width, _), idx in zip(chunk, indices):
+            if legacy:
+                out[i] = _bs.pack_legacy(idx, threads=threads)
+            else:
+                out[i] = _bs.pack(idx, height=height, width=width, model_id=mid, threads=threads)
+
+    _pipelined(jobs, launch, finish)
+    return out
+
+
+def _concat(arrays):
+    import jax.numpy as jnp
+
+    return jnp.concatenate(arrays, axis=0)
+
+
+def decompress_batch(streams, codec=None, *, threads: int = 0, max_batch: int = MAX_BATCH) -> list[np.ndarray]:
+    """:func:`decompress` of many streams; item ``i`` equals ``decompress(streams[i], codec)``.
+
+    Streams with the same model and latent size are decoded in one device call (at most ``max_batch`` per
+    call). ``codec=None`` finds each stream's model from its id, as :func:`decompress` does.
+    """
+    if int(max_batch) < 1:
+        raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+    streams = list(streams)
+    out: list = [None] * len(streams)
+    groups: dict[tuple, list] = {}
+    codecs: dict[int, Codec] = {}
+    for i, data in enumerate(streams):
+        facts = _bs.info(data)
+        c = codec_for_stream(facts, codec)
+        h, w = facts.latent_height, facts.latent_width
+        if 64 * h * w > TILE_ABOVE_PIXELS:
+            out[i] = decompress(data, c, threads=threads)
+            continue
+        unpacked = _bs.unpack(data, threads=threads)
+        if unpacked.indices.size and int(unpacked.indices.max()) >= c.codebook.size:
+            raise CorruptStreamError(
+                f"stream {i} holds index {int(unpacked.indices.max())}, beyond the model's "
+                f"{c.codebook.size}-entry codebook"
+            )
+        codecs[id(c)] = c
+        groups.setdefault((id(c), h, w), []).append((i, unpacked))
+    jobs = [(key[0], chunk) for key, group in groups.items() for chunk in _chunks(group, int(max_batch))]
+
+    def launch(job):
+        cid, chunk = job
+        return codecs[cid].decode_indices(np.stack([u.indices for _, u in chunk]))
+
+    def finish(job, result):
+        images = np.asarray(result)
+        for (i, u), image in zip(job[1], images):
+            out[i] = np.array(image[: u.height, : u.width])
+
+    _pipelined(jobs, launch, finish)
+    return out
