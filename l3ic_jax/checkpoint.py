@@ -13,11 +13,11 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from . import atomic as _atomic
 from . import model as _model
 from . import quantize as _quantize
 from ._version import __version__
@@ -152,19 +152,7 @@ def save(
         "provenance": json.dumps(prov, sort_keys=True),
     }
     blob = st_save(tensors, metadata=metadata)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return _atomic.write_bytes(path, blob)
 
 
 def load(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict]:

@@ -11,13 +11,13 @@ import argparse
 import os
 import signal
 import sys
-import tempfile
 import time
 import traceback
 import types
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import atomic as _atomic
 from . import bitstream as _bs
 from .imageio import IMAGE_EXTENSIONS, ImageReadError
 
@@ -238,48 +238,14 @@ def _plan(files: list[Path], output: str | None, to_dir: bool, info_only: bool) 
 
 
 # -- atomic writes ---------------------------------------------------------------------------------------------
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write(path: Path, data: bytes, force: bool) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory, then rename it into place.
-
-    Without ``force`` an existing file is never replaced (the final step is a hard link, which fails if the
-    name exists). The temporary file is removed on any failure, including KeyboardInterrupt.
-    """
-    parent = path.parent
+    """Write ``data`` to ``path`` atomically (:mod:`l3ic_jax.atomic`); without ``force`` never replace a file."""
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=parent)
+        _atomic.write_bytes(path, data, overwrite=force)
+    except FileExistsError:
+        raise CliError(EXIT_EXISTS, f"{path}: already exists (use --force to replace it)") from None
     except OSError as e:
         raise CliError(EXIT_WRITE, f"{path}: cannot write ({e.strerror or e})") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if force:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise CliError(EXIT_EXISTS, f"{path}: already exists (use --force to replace it)") from None
-            except OSError:  # no hard links on this file system: check, then rename
-                if path.exists():
-                    raise CliError(EXIT_EXISTS, f"{path}: already exists (use --force to replace it)") from None
-                os.replace(tmp, path)
-    except OSError as e:
-        raise CliError(EXIT_WRITE, f"{path}: cannot write ({e.strerror or e})") from e
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
 
 
 # -- the work --------------------------------------------------------------------------------------------------

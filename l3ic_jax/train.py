@@ -23,10 +23,8 @@ import argparse
 import datetime as _dt
 import json
 import math
-import os
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from . import atomic as _atomic
 from . import data as _data
 from . import metrics as _metrics
 from . import quantize as _q
@@ -247,16 +246,7 @@ def _unflatten(prefix: str, template, tensors: dict[str, np.ndarray]):
 
 
 def _atomic_write(path: Path, blob: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic.write_bytes(path, blob)
 
 
 def save_state(run_dir: Path, params, opt_state, info: dict) -> None:
