@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("glorot", "model"),
         default="glorot",
         help="glorot: TensorFlow's layer default (Glorot-uniform kernels, zero biases), whose outputs start "
-        "near 0.5; model: the He-normal init of l3ic_jax.model, whose untrained outputs saturate",
+        "near 0.5, drawn from the training seed; model: l3ic_jax.model's own init (also Glorot-uniform, zero "
+        "biases, drawn through flax's RNG streams)",
     )
     g.add_argument("--seed", type=int, default=0, help="seed of the weight init and of the data stream")
     g = ap.add_argument_group("optimization")
