@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         "biases, drawn through flax's RNG streams)",
     )
     g.add_argument("--seed", type=int, default=0, help="seed of the weight init and of the data stream")
+    g.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="start a new run from these weights (a bundled name such as 32c, or a .safetensors path) instead of "
+        "a random init, e.g. to continue CPU-trained weights on a GPU with a new schedule",
+    )
     g = ap.add_argument_group("optimization")
     g.add_argument("--batch-size", type=int, default=8, help="patches per step (8 suits a CPU; 32+ on a GPU)")
     g.add_argument("--lr", type=float, default=1e-4, help="peak Adam learning rate")
@@ -290,6 +296,24 @@ def init_model(cfg: dict) -> TwitterDCN:
     return model
 
 
+def warm_start(name_or_path: str, cfg: dict) -> tuple[TwitterDCN, dict]:
+    """The weights of an l3ic-jax checkpoint as the start of a new run, and a record of where they came from."""
+    from .checkpoint import load as load_checkpoint
+    from .checkpoint import resolve
+    from .codec import model_from_tensors
+
+    path = resolve(name_or_path)
+    tensors, meta = load_checkpoint(path)
+    if meta["n_features"] != cfg["n_features"]:
+        raise SystemExit(f"--init-from {name_or_path}: {meta['n_features']} channels, the run has {cfg['n_features']}")
+    steps = (meta.get("provenance") or {}).get("steps")
+    return model_from_tensors(tensors, cfg["n_features"]), {
+        "checkpoint": str(name_or_path),
+        "weights_sha256": meta["weights_sha256"],
+        "steps": steps,
+    }
+
+
 def model_from_params(cfg: dict, tensors: dict[str, np.ndarray]) -> TwitterDCN:
     model = nnx.eval_shape(lambda: TwitterDCN(cfg["n_features"], rngs=nnx.Rngs(0)))
     graphdef, template = nnx.split(model)
@@ -372,6 +396,8 @@ def train(args: argparse.Namespace) -> dict:
     )
 
     model = init_model(cfg)
+    if not resume and args.init_from:
+        model, cfg["init_from"] = warm_start(args.init_from, cfg)
     graphdef, params = nnx.split(model)
     tx, lr_fn = make_optimizer(cfg)
     opt_state = tx.init(params)

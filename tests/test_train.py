@@ -97,3 +97,17 @@ def test_no_resume_refuses_an_existing_run(tiny_data, tmp_path):
     assert T.main(_args(tiny_data, run, "--max-steps", "1")) == 0
     with pytest.raises(SystemExit):
         T.main(_args(tiny_data, run, "--max-steps", "2", "--no-resume"))
+
+
+def test_init_from_starts_a_new_run_from_checkpoint_weights(tiny_data, tmp_path):
+    start = Codec.random(4, seed=11)
+    ckpt = start.save(tmp_path / "start.safetensors")
+    run = tmp_path / "warm"
+    assert T.main(_args(tiny_data, run, "--max-steps", "0", "--init-from", str(ckpt))) == 0
+    tensors, info = T.read_state(run)
+    np.testing.assert_array_equal(
+        tensors["params['decoder']['tconv_8']['kernel'].value"], np.asarray(start.model.decoder.tconv_8.kernel[...])
+    )
+    assert info["config"]["init_from"]["weights_sha256"] == start.weights_sha256
+    with pytest.raises(SystemExit):  # a checkpoint of another width is refused
+        T.main(_args(tiny_data, tmp_path / "bad", "--n-features", "8", "--init-from", str(ckpt)))
