@@ -64,6 +64,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
                 "shipped in checkpoints/; until then, pass the path of a checkpoint made by "
                 "convert/tf_to_flax.py or by `python -m l3ic_jax.train`."
             )
+        _verify_bundled(path)
         return path
     path = Path(name_or_path).expanduser()
     if not path.exists():
@@ -72,6 +73,40 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     if path.is_dir():
         raise CheckpointError(f"'{key}' is a directory, not a checkpoint file")
     return path
+
+
+SUMS_FILE = "SHA256SUMS"
+_verified: dict[tuple[str, int, int], str] = {}
+
+
+def bundled_sums(folder: Path | None = None) -> dict[str, str]:
+    """File name -> sha256 of the bundled checkpoints, from ``checkpoints/SHA256SUMS`` (``sha256sum`` format)."""
+    sums_path = (folder or checkpoints_dir()) / SUMS_FILE
+    sums = {}
+    if sums_path.is_file():
+        for line in sums_path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                sums[parts[1].lstrip("*")] = parts[0].lower()
+    return sums
+
+
+def _verify_bundled(path: Path) -> None:
+    """A bundled file must have the sha256 the registry records: a damaged or swapped file is an error."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key in _verified:
+        return
+    expected = bundled_sums(path.parent).get(path.name)
+    if expected is None:
+        raise CheckpointError(f"{path} is not listed in {path.parent / SUMS_FILE}; reinstall the package")
+    actual = file_sha256(path)
+    if actual != expected:
+        raise CheckpointError(
+            f"{path} does not match its recorded sha256 ({actual[:12]}... instead of {expected[:12]}...): the file "
+            "is damaged or was replaced; reinstall the package"
+        )
+    _verified[key] = actual
 
 
 def weights_hash(tensors: dict[str, np.ndarray], codebook: np.ndarray) -> str:

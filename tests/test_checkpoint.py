@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -205,3 +206,43 @@ def test_bundled_model():
     else:
         with pytest.raises(CheckpointError, match="bundled model '32c' is not available"):
             l3ic_jax.load("32c")
+
+
+@pytest.fixture
+def bundled_folder(tmp_path, monkeypatch):
+    """A stand-in `checkpoints/` folder holding a random 16-channel model as the bundled '16c'."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    monkeypatch.setattr(checkpoint, "checkpoints_dir", lambda: folder)
+    checkpoint._verified.clear()
+    path = Codec.random(16, seed=2).save(folder / checkpoint.BUNDLED["16c"])
+    return folder, path
+
+
+def test_bundled_file_must_match_its_recorded_sha256(bundled_folder):
+    folder, path = bundled_folder
+    with pytest.raises(CheckpointError, match="not listed in"):
+        l3ic_jax.load("16c")
+    (folder / checkpoint.SUMS_FILE).write_text(f"{checkpoint.file_sha256(path)}  {path.name}\n")
+    assert l3ic_jax.load("16c").n_features == 16
+    (folder / checkpoint.SUMS_FILE).write_text(f"{'0' * 64}  {path.name}\n")
+    checkpoint._verified.clear()
+    with pytest.raises(CheckpointError, match="damaged or was replaced"):
+        l3ic_jax.load("16c")
+
+
+def test_bundle_tool_records_the_sum_and_refuses_a_wrong_width(bundled_folder, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    folder, _ = bundled_folder
+    spec = importlib.util.spec_from_file_location("bundle_checkpoint", Path(__file__).parents[1] / "tools" / "bundle_checkpoint.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setattr(tool, "REPO", tmp_path)
+    source = Codec.random(16, seed=4).save(tmp_path / "trained.safetensors")
+    assert tool.main([str(source), "16c"]) == 0
+    assert checkpoint.bundled_sums(folder)["l3ic-16c.safetensors"] == checkpoint.file_sha256(source)
+    checkpoint._verified.clear()
+    assert l3ic_jax.load("16c").weights_sha256 == Codec.from_checkpoint(source).weights_sha256
+    with pytest.raises(SystemExit):
+        tool.main([str(source), "32c"])
