@@ -2,7 +2,7 @@
 
 All other metadata lives in pyproject.toml.  Environment switches:
 
-- ``L3IC_FSE_WERROR=1``: compiler warnings are errors (CI).
+- ``L3IC_FSE_WERROR=1`` (and ``CI=true``, as CI runs): compiler warnings are errors.
 - ``L3IC_FSE_DEBUG=1``: ``-O1 -g -fsanitize=address,undefined`` build.  Python
   itself is not instrumented, so run it with the ASan runtime preloaded, e.g.
   ``LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 pytest tests/test_fse.py``.
@@ -22,7 +22,7 @@ if os.environ.get("L3IC_FSE_DEBUG") == "1":
     _ldflags += _san
 else:
     _cflags += ["-O3"]
-if os.environ.get("L3IC_FSE_WERROR") == "1":
+if os.environ.get("L3IC_FSE_WERROR") == "1" or os.environ.get("CI") == "true":  # CI: warnings are errors
     _cflags.append("-Werror")
 
 setup(
