@@ -267,6 +267,29 @@ static void batch_free(batch_t *b)
     PyMem_Free(b->jobs);
 }
 
+/* The list a batch call returns: per item the output bytes (trimmed to the result length), or the exception
+ * instance the one-by-one call would raise (compress: also for the special results 0 and 1). */
+static PyObject *batch_results(batch_t *b, int compressing)
+{
+    PyObject *result = PyList_New(b->n);
+    Py_ssize_t i;
+    if (result == NULL) return NULL;
+    for (i = 0; i < b->n; i++) {
+        size_t r = b->jobs[i].result;
+        PyObject *o;
+        if (l3fse_is_error(r) || (compressing && r <= L3FSE_RLE)) {
+            o = result_error(r, compressing, i);
+        } else {
+            o = b->outs[i];
+            b->outs[i] = NULL;
+            if (_PyBytes_Resize(&o, (Py_ssize_t)r) < 0) o = NULL;
+        }
+        if (o == NULL) { Py_DECREF(result); return NULL; }
+        PyList_SET_ITEM(result, i, o);
+    }
+    return result;
+}
+
 static int batch_init(batch_t *b, PyObject *seq)
 {
     Py_ssize_t i;
@@ -340,21 +363,7 @@ static PyObject *py_compress_batch(PyObject *self, PyObject *args, PyObject *kwd
     Py_BEGIN_ALLOW_THREADS
     run_pool(&pool, threads);
     Py_END_ALLOW_THREADS
-    result = PyList_New(b.n);
-    if (result == NULL) goto done;
-    for (i = 0; i < b.n; i++) {
-        size_t r = b.jobs[i].result;
-        PyObject *o;
-        if (l3fse_is_error(r) || r <= L3FSE_RLE) {
-            o = result_error(r, 1, i);
-        } else {
-            o = b.outs[i];
-            b.outs[i] = NULL;
-            if (_PyBytes_Resize(&o, (Py_ssize_t)r) < 0) o = NULL;
-        }
-        if (o == NULL) { Py_CLEAR(result); goto done; }
-        PyList_SET_ITEM(result, i, o);
-    }
+    result = batch_results(&b, 1);
 done:
     batch_free(&b);
     Py_DECREF(seq);
@@ -417,21 +426,7 @@ static PyObject *py_decompress_batch(PyObject *self, PyObject *args, PyObject *k
     Py_BEGIN_ALLOW_THREADS
     run_pool(&pool, threads);
     Py_END_ALLOW_THREADS
-    result = PyList_New(b.n);
-    if (result == NULL) goto done;
-    for (i = 0; i < b.n; i++) {
-        size_t r = b.jobs[i].result;
-        PyObject *o;
-        if (l3fse_is_error(r)) {
-            o = result_error(r, 0, i);
-        } else {
-            o = b.outs[i];
-            b.outs[i] = NULL;
-            if (_PyBytes_Resize(&o, (Py_ssize_t)r) < 0) o = NULL;
-        }
-        if (o == NULL) { Py_CLEAR(result); goto done; }
-        PyList_SET_ITEM(result, i, o);
-    }
+    result = batch_results(&b, 0);
 done:
     batch_free(&b);
     Py_XDECREF(sizes);
