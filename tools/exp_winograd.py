@@ -194,8 +194,6 @@ def build(jax, jnp, lax):
             M = lax.conv_general_dilated(V, Wg, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                          feature_group_count=nn_, precision=HI)
             Ms = [M[0, :, 0, k * Co:(k + 1) * Co].reshape(N, th, tw, Co) for k in range(nn_)]
-        elif mode == "blockdiag":  # one GEMM [T, nn*C] @ block-diag [nn*C, nn*Co] (nn x more MACs: reference only)
-            raise NotImplementedError
         else:
             raise ValueError(mode)
         return output_transform(Ms, AT, (N, H, W, Co), th, tw, m) + b
