@@ -31,7 +31,7 @@ if [ -d "$repo/../shared/reference/fse" ]; then
 fi
 
 CC="${CC:-gcc}"
-build="$(mktemp -d "${TMPDIR:-/tmp}/l3ic_fse_sanitize.XXXXXX")"
+build="$(mktemp -d)"  # honours TMPDIR
 trap 'rm -rf "$build"' EXIT
 common=(-std=c99 -Wall -Wextra -Werror -g -I"$src")
 
