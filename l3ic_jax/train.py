@@ -51,7 +51,7 @@ STATE_FORMAT = "l3ic-jax-train-state"
 RUN_KEYS = (
     "n_features", "seed", "batch_size", "patch", "scale_min", "scale_max", "dihedral", "lr", "warmup_steps",
     "schedule_steps", "final_lr_ratio", "schedule", "entropy_weight", "distortion_batch", "clip_grad_norm",
-    "mixed_precision", "b1", "b2", "clip_output", "init",
+    "mixed_precision", "b1", "b2", "clip_output", "init", "quantizer_gradient",
 )  # fmt: skip
 
 
@@ -98,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="glorot: TensorFlow's layer default (Glorot-uniform kernels, zero biases), whose outputs start "
         "near 0.5, drawn from the training seed; model: l3ic_jax.model's own init (also Glorot-uniform, zero "
         "biases, drawn through flax's RNG streams)",
+    )
+    g.add_argument(
+        "--quantizer-gradient",
+        choices=("soft", "identity"),
+        default="soft",
+        help="backward pass of the straight-through quantizer (the forward value and the objective are the same): "
+        "soft: the original's soft-codebook gradient, ~0 for most latent values and large near decision "
+        "boundaries; identity: d/dz = 1 (Theis et al. 2017), lower variance, faster to train",
     )
     g.add_argument("--seed", type=int, default=0, help="seed of the weight init and of the data stream")
     g.add_argument(
@@ -154,6 +162,10 @@ def distortion(x: jax.Array, y: jax.Array, ref_batch: int) -> jax.Array:
 def make_train_step(graphdef, tx, cfg: dict):
     codebook = _q.default_codebook()
     half = jnp.bfloat16 if cfg["mixed_precision"] else None
+    if cfg.get("quantizer_gradient", "soft") == "identity":
+        quantize = _q.identity_quantize
+    else:
+        quantize = _q.soft_quantize
 
     def forward(params, x):
         model = nnx.merge(graphdef, params)
@@ -161,10 +173,10 @@ def make_train_step(graphdef, tx, cfg: dict):
             cast = jax.tree.map(lambda a: a.astype(half) if a.dtype == jnp.float32 else a, params)
             model = nnx.merge(graphdef, cast)
             z = model.encoder(x.astype(half)).astype(jnp.float32)
-            y = model.decoder(_q.soft_quantize(z, codebook).astype(half)).astype(jnp.float32)
+            y = model.decoder(quantize(z, codebook).astype(half)).astype(jnp.float32)
         else:
             z = model.encoder(x)
-            y = model.decoder(_q.soft_quantize(z, codebook))
+            y = model.decoder(quantize(z, codebook))
         return z, y
 
     def loss_fn(params, x):
@@ -375,6 +387,7 @@ def train(args: argparse.Namespace) -> dict:
         raise SystemExit(f"{run_dir} already holds a training state and --no-resume was given")
     if resume:
         tensors, info = read_state(run_dir)
+        info["config"].setdefault("quantizer_gradient", "soft")  # states written before the option existed
         changed = {k: (info["config"][k], cfg[k]) for k in RUN_KEYS if info["config"].get(k) != cfg[k]}
         if changed:
             print("resume: keeping the run's settings, ignoring " + ", ".join(f"--{k.replace('_', '-')}={v[1]} (run: {v[0]})" for k, v in changed.items()))

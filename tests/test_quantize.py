@@ -135,6 +135,25 @@ def test_soft_quantizer_gradient_is_the_soft_one(z0):
     assert grad == pytest.approx(expected, rel=1e-3, abs=5e-5)
 
 
+def test_identity_quantizer_forward_is_the_hard_value_and_its_gradient_is_one():
+    z = np.concatenate([np.random.default_rng(3).normal(0, 6, 2000), [0.5, 1.5, -0.5, 15.5, 20.0, -20.0]])
+    z = jnp.asarray(z.astype(np.float32))
+    hard = np.asarray(q.dequantize(q.quantize_indices(z, CODEBOOK), CODEBOOK))
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda z: q.identity_quantize(z, CODEBOOK))(z)), hard)
+    np.testing.assert_array_equal(np.asarray(q.identity_quantize(z, CODEBOOK)), np.asarray(q.soft_quantize(z, CODEBOOK)))
+    grad = np.asarray(jax.grad(lambda z: jnp.sum(q.identity_quantize(z, CODEBOOK) * 3.0))(z))
+    np.testing.assert_array_equal(grad, np.full(z.shape, 3.0, np.float32))
+
+
+def test_soft_quantizer_gradient_vanishes_away_from_boundaries():
+    """Why identity_quantize exists: the soft gradient is ~0 at most points and large at the boundaries."""
+    z = jnp.linspace(-3.0, 3.0, 6001, dtype=jnp.float32)
+    grad = np.asarray(jax.vmap(jax.grad(lambda v: q.soft_quantize(v, CODEBOOK)))(z))
+    assert np.mean(grad < 1e-3) > 0.8
+    assert grad.max() > 20.0
+    assert np.mean(grad) == pytest.approx(1.0, abs=0.05)  # a codebook step's integral is 1
+
+
 def test_soft_weights_match_the_formula():
     z = np.random.default_rng(2).uniform(-18, 18, 500).astype(np.float32)
     np.testing.assert_allclose(np.asarray(q.soft_weights(z, CODEBOOK)), soft_weights_np(z, CODEBOOK), rtol=0, atol=1e-5)

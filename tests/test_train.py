@@ -111,3 +111,30 @@ def test_init_from_starts_a_new_run_from_checkpoint_weights(tiny_data, tmp_path)
     assert info["config"]["init_from"]["weights_sha256"] == start.weights_sha256
     with pytest.raises(SystemExit):  # a checkpoint of another width is refused
         T.main(_args(tiny_data, tmp_path / "bad", "--n-features", "8", "--init-from", str(ckpt)))
+
+
+def test_identity_quantizer_gradient_is_a_run_setting(tiny_data, tmp_path):
+    run = tmp_path / "identity"
+    assert T.main(_args(tiny_data, run, "--max-steps", "2", "--quantizer-gradient", "identity")) == 0
+    _, info = T.read_state(run)
+    assert info["config"]["quantizer_gradient"] == "identity"
+    # resuming without the flag keeps the run's setting
+    assert T.main(_args(tiny_data, run, "--max-steps", "3")) == 0
+    _, info = T.read_state(run)
+    assert info["step"] == 3 and info["config"]["quantizer_gradient"] == "identity"
+
+
+def test_runs_from_before_the_quantizer_gradient_option_resume_as_soft(tiny_data, tmp_path, monkeypatch):
+    run = tmp_path / "old"
+    assert T.main(_args(tiny_data, run, "--max-steps", "1")) == 0
+    real_read = T.read_state
+
+    def old_state(run_dir):
+        tensors, info = real_read(run_dir)
+        info["config"].pop("quantizer_gradient")
+        return tensors, info
+
+    monkeypatch.setattr(T, "read_state", old_state)
+    assert T.main(_args(tiny_data, run, "--max-steps", "2")) == 0
+    _, info = real_read(run)
+    assert info["step"] == 2 and info["config"]["quantizer_gradient"] == "soft"
