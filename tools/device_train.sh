@@ -1,21 +1,53 @@
 #!/usr/bin/env bash
-# Continue training the bundled models on the lent GPU machine, within one device call (10 minutes at most).
+# Continue training the bundled models on the lent GPU machine, all at once, within one device call.
 #
-#   device run, carry ["data/photos-webp"]:  bash tools/device_train.sh 3 16c 32c 64c
+#   device run, carry ["data/photos-webp", ".whl"]:  bash tools/device_train.sh 8 16c 32c 64c
 #
-# Each model trains for MINUTES in runs/<name>-gpu, started from the bundled weights (--init-from) on the first call
-# and resumed exactly on later calls while the machine stays warm (runs/ is kept there between calls). The exported
-# weights come back in $OUT (about 10 MB each); put them in place here with tools/bundle_checkpoint.py. The device
-# image has jax (CUDA), flax, optax and safetensors; training needs no C build, so the tree is used as it is.
+# The models train side by side on the one GPU (one process each, each allowed a share of its memory): the
+# network is small, so a single run leaves most of an H100 idle, and three runs in parallel finish three times the
+# work of three runs in a row in the same 10-minute call. Each trains for MINUTES in runs/<name>-gpu, started from
+# the bundled weights (--init-from) on the first call and resumed exactly on later calls while the machine stays
+# warm (runs/ is kept there between calls). Keep MINUTES + about 1.5 (start-up, compilation, export) under 10.
+#
+# The exported weights come back in $OUT (about 10 MB each) with each run's log; put them in place here with
+# tools/bundle_checkpoint.py. The device image has jax (CUDA) and numpy; wheels carried in .whl/ (this project's
+# flax and optax versions, see docs/training.md §6) are installed first so the code runs on the versions it was
+# tested with. Training needs no C build, so the tree is used as it is.
 # Build the carried data set here first: python tools/make_dataset.py --format webp --out data/photos-webp
-set -euo pipefail
+set -uo pipefail
 minutes=${1:?usage: device_train.sh MINUTES MODEL...}
 shift
+[ $# -gt 0 ] || { echo "usage: device_train.sh MINUTES MODEL..." >&2; exit 2; }
+[ -d data/photos-webp ] || { echo "data/photos-webp is missing: build it and name it in carry" >&2; exit 2; }
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 3
+  export PYTHONPATH=/tmp/site
+fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-python3 -c "import jax; print('devices:', jax.devices())"
+# Each process may take this share of the GPU's memory (JAX would otherwise reserve 75 % for the first one).
+export XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $#, 3))")
+python3 -c "import jax, flax, optax; print('devices:', jax.devices(), 'jax', jax.__version__, 'flax', flax.__version__)" \
+  || exit 3
+out=${OUT:-.}
+pids=()
 for model in "$@"; do
+  mkdir -p "runs/${model}-gpu"
   python3 -m l3ic_jax.train --n-features "${model%c}" --data data/photos-webp --out "runs/${model}-gpu" \
     --init-from "$model" --batch-size 32 --lr 2e-4 --warmup-steps 200 --schedule-steps 20000 \
-    --val-every 500 --ckpt-every-s 60 --max-minutes "$minutes"
-  python3 -m l3ic_jax.train export "runs/${model}-gpu" "${OUT:-.}/l3ic-${model}.safetensors"
+    --val-every 500 --ckpt-every-s 60 --log-every 100 --max-minutes "$minutes" \
+    >"runs/${model}-gpu/stdout.log" 2>&1 &
+  pids+=($!)
 done
+status=0
+for i in "${!pids[@]}"; do
+  model=${@:$((i + 1)):1}
+  if ! wait "${pids[$i]}"; then
+    echo "training $model failed:" >&2
+    status=4
+  fi
+  tail -n 5 "runs/${model}-gpu/stdout.log"
+  cp "runs/${model}-gpu/log.jsonl" "$out/log-${model}.jsonl" 2>/dev/null
+  python3 -m l3ic_jax.train export "runs/${model}-gpu" "$out/l3ic-${model}.safetensors" || status=4
+done
+exit $status
