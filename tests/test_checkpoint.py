@@ -246,3 +246,29 @@ def test_bundle_tool_records_the_sum_and_refuses_a_wrong_width(bundled_folder, t
     assert l3ic_jax.load("16c").weights_sha256 == Codec.from_checkpoint(source).weights_sha256
     with pytest.raises(SystemExit):
         tool.main([str(source), "32c"])
+
+
+def test_bundle_tool_records_the_evaluation_in_the_provenance(bundled_folder, tmp_path, monkeypatch):
+    import importlib.util
+
+    from PIL import Image
+
+    folder, _ = bundled_folder
+    spec = importlib.util.spec_from_file_location("bundle_checkpoint", Path(__file__).parents[1] / "tools" / "bundle_checkpoint.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setattr(tool, "REPO", tmp_path)
+    images = tmp_path / "evalset"
+    images.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    source = Codec.random(16, seed=4).save(tmp_path / "trained.safetensors")
+    assert tool.main([str(source), "16c", "--eval", str(images), "--crop", "32"]) == 0
+    target = folder / "l3ic-16c.safetensors"
+    assert checkpoint.bundled_sums(folder)["l3ic-16c.safetensors"] == checkpoint.file_sha256(target)
+    _, meta = checkpoint.load(target)
+    ev = meta["provenance"]["evaluation"]
+    assert ev["dataset"] == "evalset" and ev["images"] == 2 and ev["crop"] == 32
+    assert 0 < ev["bpp"] and 0 < ev["psnr"] < 100 and -1 <= ev["ssim"] <= 1 and ev["ms_ssim"] is None  # < 161 px
+    assert meta["weights_sha256"] == Codec.from_checkpoint(source).weights_sha256
