@@ -1,9 +1,9 @@
-"""Build of the C extension l3ic_jax._fse (the FSE entropy coder).
+"""Build of the C extensions l3ic_jax._fse (the FSE entropy coder) and l3ic_jax._cpu (AVX-512 convolution kernels).
 
 All other metadata lives in pyproject.toml.  Environment switches:
 
-- ``L3IC_FSE_WERROR=1`` (and ``CI=true``, as CI runs): compiler warnings are errors.
-- ``L3IC_FSE_DEBUG=1``: ``-O1 -g -fsanitize=address,undefined`` build.  Python
+- ``L3IC_FSE_WERROR=1`` (and ``CI=true``, as CI runs): compiler warnings are errors (both extensions).
+- ``L3IC_FSE_DEBUG=1`` (both extensions): ``-O1 -g -fsanitize=address,undefined`` build.  Python
   itself is not instrumented, so run it with the ASan runtime preloaded, e.g.
   ``LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 pytest tests/test_fse.py``.
 """
@@ -13,6 +13,7 @@ import os
 from setuptools import Extension, setup
 
 _FSE_DIR = "l3ic_jax/_fse"
+_CPU_DIR = "l3ic_jax/_cpu"
 
 _cflags = ["-std=c99", "-Wall", "-Wextra"]
 _ldflags = []
@@ -34,6 +35,16 @@ setup(
             include_dirs=[_FSE_DIR],
             extra_compile_args=_cflags,
             extra_link_args=_ldflags,
-        )
+        ),
+        # AVX-512 code is confined to functions with target attributes and chosen at run time, so the module
+        # builds and imports on any CPU (elsewhere it reports `supported() == False`).
+        Extension(
+            "l3ic_jax._cpu",
+            sources=[f"{_CPU_DIR}/cpu_binding.c", f"{_CPU_DIR}/cpu_core.c"],
+            depends=[f"{_CPU_DIR}/cpu_core.h"],
+            include_dirs=[_CPU_DIR],
+            extra_compile_args=_cflags,
+            extra_link_args=_ldflags + (["-pthread"] if os.name == "posix" else []),
+        ),
     ],
 )
