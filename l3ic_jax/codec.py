@@ -3,6 +3,12 @@
 This is the tensor-level API (images <-> latents <-> indices). Bytes on disk are the job of
 :mod:`l3ic_jax.bitstream` and :mod:`l3ic_jax.pipeline`. Each stage is one ``jax.jit`` function of (weights,
 input); a shape that has been seen is not compiled again.
+
+On a CPU, inference (``encode``, ``decode``, ``encode_indices``, ``decode_indices``) runs by default on the AVX-512
+kernels of :mod:`l3ic_jax.cpu_backend` (same graph, Winograd 3x3 convolutions; within the project's parity
+tolerances of the XLA path) when JAX's default backend is the CPU and the kernels are supported here.
+``L3IC_CPU_KERNELS=0`` or ``Codec(..., cpu_kernels=False)`` keeps the XLA path; GPUs, tracing (``jax.jit`` of a
+codec call) and training always use XLA.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import numpy as np
 from flax import nnx
 
 from . import checkpoint as _ckpt
+from . import cpu_backend as _cpu_backend
 from . import quantize as _q
 from .model import TwitterDCN
 
@@ -73,14 +80,36 @@ def as_image_batch(images) -> jax.Array:
     return jnp.asarray(x, jnp.float32)
 
 
+def cpu_kernels_default() -> bool:
+    """Whether a new :class:`Codec` runs inference on the C kernels: JAX's default backend is the CPU, the kernels
+    are supported on this machine, and ``L3IC_CPU_KERNELS`` is not ``0``."""
+    if os.environ.get("L3IC_CPU_KERNELS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return jax.default_backend() == "cpu" and _cpu_backend.supported()
+
+
+def _is_tracer(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
 class Codec:
     """A model plus its codebook: ``encode`` -> ``quantize`` -> ``dequantize`` -> ``decode``.
 
     Attributes: ``model`` (the Flax NNX :class:`TwitterDCN`), ``n_features``, ``codebook`` (float32 numpy),
-    ``name``, ``weights_sha256`` (identity of the weights, used as the bitstream's model id) and ``metadata``.
+    ``name``, ``weights_sha256`` (identity of the weights, used as the bitstream's model id), ``metadata`` and
+    ``cpu_kernels`` (inference on :mod:`l3ic_jax.cpu_backend`; ``None``, the default, decides by
+    :func:`cpu_kernels_default`; ``True`` requires the kernels).
     """
 
-    def __init__(self, model: TwitterDCN, codebook=None, *, name: str = "custom", metadata: dict | None = None):
+    def __init__(
+        self,
+        model: TwitterDCN,
+        codebook=None,
+        *,
+        name: str = "custom",
+        metadata: dict | None = None,
+        cpu_kernels: bool | None = None,
+    ):
         self.model = model
         self.n_features = int(model.n_features)
         self.codebook = (
@@ -93,6 +122,12 @@ class Codec:
         )
         self._graphdef, self._state = nnx.split(model)
         graphdef, codebook_np = self._graphdef, self.codebook
+        if cpu_kernels is None:
+            cpu_kernels = cpu_kernels_default()
+        elif cpu_kernels and not _cpu_backend.supported():
+            raise RuntimeError("cpu_kernels=True, but the C kernels are not supported here (l3ic_jax._cpu, AVX-512F)")
+        self.cpu_kernels = bool(cpu_kernels)
+        self._cpu_net = None  # built on first use (weight transforms), dropped by update_weights
 
         def encode(state, x):
             return nnx.merge(graphdef, state).encoder(x)
@@ -109,30 +144,47 @@ class Codec:
 
     # -- construction -------------------------------------------------------------------------------------
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, name: str | None = None) -> "Codec":
+    def from_checkpoint(
+        cls, path: str | os.PathLike, name: str | None = None, *, cpu_kernels: bool | None = None
+    ) -> "Codec":
         tensors, meta = _ckpt.load(path)
         model = model_from_tensors(tensors, meta["n_features"])
-        return cls(model, meta["codebook"], name=name or Path(path).stem, metadata=meta)
+        return cls(model, meta["codebook"], name=name or Path(path).stem, metadata=meta, cpu_kernels=cpu_kernels)
 
     @classmethod
-    def random(cls, n_features: int, seed: int = 0) -> "Codec":
+    def random(cls, n_features: int, seed: int = 0, *, cpu_kernels: bool | None = None) -> "Codec":
         """A randomly initialized model (tests, and the start of training)."""
-        return cls(TwitterDCN(n_features, rngs=nnx.Rngs(seed)), name=f"random-{n_features}c-seed{seed}")
+        return cls(
+            TwitterDCN(n_features, rngs=nnx.Rngs(seed)), name=f"random-{n_features}c-seed{seed}", cpu_kernels=cpu_kernels
+        )
 
     def update_weights(self, model: TwitterDCN) -> None:
         """Take new weights (e.g. after a training step) without recompiling for seen shapes."""
         self.model = model
         _, self._state = nnx.split(model)
+        self._cpu_net = None
         self.weights_sha256 = _ckpt.weights_hash(tensors_from_model(model), self.codebook)
 
     def save(self, path: str | os.PathLike, provenance: dict | None = None) -> Path:
         """Write this model as a checkpoint file."""
         return _ckpt.save(path, tensors_from_model(self.model), codebook=self.codebook, provenance=provenance)
 
+    # -- the C kernels (CPU inference) -------------------------------------------------------------------
+    def _use_cpu(self, x) -> bool:
+        return self.cpu_kernels and not _is_tracer(x)
+
+    def _cpu(self) -> "_cpu_backend.CpuNetwork":
+        if self._cpu_net is None:
+            self._cpu_net = _cpu_backend.CpuNetwork(tensors_from_model(self.model), self.n_features)
+        return self._cpu_net
+
     # -- the four stages ----------------------------------------------------------------------------------
     def encode(self, images) -> jax.Array:
         """Images (HWC or NHWC, float32 in [0, 1]) to the real latent (N, ceil(H/8), ceil(W/8), C)."""
-        return self._encode(self._state, as_image_batch(images))
+        x = as_image_batch(images)
+        if self._use_cpu(x):
+            return jnp.asarray(self._cpu().encode(np.asarray(x)))
+        return self._encode(self._state, x)
 
     def quantize(self, latent) -> jax.Array:
         """Nearest codebook index of each latent value (ties to the lower entry), uint8."""
@@ -152,12 +204,17 @@ class Codec:
             z = z[None]
         if z.ndim != 4 or z.shape[-1] != self.n_features:
             raise ValueError(f"latent must be (N, h, w, {self.n_features}), got shape {tuple(z.shape)}")
+        if self._use_cpu(z):
+            return jnp.asarray(self._cpu().decode(np.asarray(z)))
         return self._decode(self._state, z)
 
     # -- fused paths used by the bitstream layer ---------------------------------------------------------------
     def encode_indices(self, images) -> jax.Array:
         """``quantize(encode(images))`` in one compiled call: only uint8 indices leave the device."""
-        return self._encode_indices(self._state, as_image_batch(images))
+        x = as_image_batch(images)
+        if self._use_cpu(x):
+            return self._quantize(self._cpu().encode(np.asarray(x)))
+        return self._encode_indices(self._state, x)
 
     def decode_indices(self, indices) -> jax.Array:
         """``decode(dequantize(indices))`` in one compiled call."""
@@ -166,14 +223,17 @@ class Codec:
             idx = idx[None]
         if idx.dtype != jnp.uint8 or idx.ndim != 4 or idx.shape[-1] != self.n_features:
             raise ValueError(f"indices must be uint8 (N, h, w, {self.n_features}), got {idx.dtype} {tuple(idx.shape)}")
+        if self._use_cpu(idx):
+            values = np.take(self.codebook, np.asarray(idx).astype(np.intp), mode="clip")  # as quantize.dequantize
+            return jnp.asarray(self._cpu().decode(values))
         return self._decode_indices(self._state, idx)
 
     def __repr__(self) -> str:
         return f"Codec(name={self.name!r}, n_features={self.n_features}, weights={self.weights_sha256[:12]})"
 
 
-def load(name_or_path: str | os.PathLike = _ckpt.DEFAULT_MODEL) -> Codec:
+def load(name_or_path: str | os.PathLike = _ckpt.DEFAULT_MODEL, *, cpu_kernels: bool | None = None) -> Codec:
     """A :class:`Codec` from a bundled name (``16c``, ``32c``, ``64c``) or a checkpoint path."""
     path = _ckpt.resolve(name_or_path)
     name = str(name_or_path) if str(name_or_path) in _ckpt.BUNDLED else None
-    return Codec.from_checkpoint(path, name=name)
+    return Codec.from_checkpoint(path, name=name, cpu_kernels=cpu_kernels)
