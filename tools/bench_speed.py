@@ -15,7 +15,10 @@ Sections (``--sections``, all by default; results are merged into ``--out`` so s
   ``bitstream.pack``; TF's DE = our ``bitstream.unpack`` + codebook lookup + TF decoder + crop: the same
   entropy/bitstream stage as ours, so the ratio compares the networks and their glue. Ours and TF's run
   interleaved image by image, so background load hits both alike. Also the share of the encoder's
-  quantization + entropy stage in CE (device quantize of the latent + ``bitstream.pack``).
+  quantization + entropy stage in CE (device quantize of the latent + ``bitstream.pack``). "Ours" is the codec's
+  default network path: on a CPU with AVX-512 the C kernels of ``l3ic_jax.cpu_backend``, said in the output and
+  the JSON (``network``); the XLA path of the same weights is then timed as well (``xla_*`` columns, interleaved
+  too; ``--no-xla`` skips it). ``L3IC_CPU_KERNELS=0`` makes XLA the default path.
 * ``classic``: Pillow JPEG, WebP, JPEG 2000 and AVIF encode and decode times of the same 1080p image at the bpp
   our 32c model gives it (rate matched by bisection, ``tools/codecs_baseline.match_bpp``).
 * ``entropy``: the entropy stage alone on the 32c latent indices of the 1080p image: our FSE one channel at a
@@ -231,7 +234,13 @@ def bench_table(args, results: dict) -> None:
     rows = results.setdefault("table", {})
     for name in args.models:
         codec, source = load_codec(name, args.seed)
-        print(f"[{name}] {source}", flush=True)
+        path = _path(codec)
+        print(f"[{name}] {source}; network: {path}", flush=True)
+        xla = None
+        if codec.cpu_kernels and not args.no_xla:  # the XLA path of the same weights, for its own columns
+            from l3ic_jax.codec import Codec
+
+            xla = Codec(codec.model, codec.codebook, name=codec.name, metadata=codec.metadata, cpu_kernels=False)
         tfref = None
         if not args.no_tf:
             from l3ic_jax.codec import tensors_from_model
@@ -242,7 +251,8 @@ def bench_table(args, results: dict) -> None:
             images, img_source = photos(size, args.images)
             mid = pipeline.model_id(codec)
             cb = codec.codebook
-            row = {"model": name, "weights": source, "size": f"{size[1]}x{size[0]}", "inputs": img_source}
+            row = {"model": name, "weights": source, "size": f"{size[1]}x{size[0]}", "inputs": img_source,
+                   "network": path}
             # compile: first calls of every jitted function at this shape
             x0 = images[0].astype(np.float32) / 255.0
             t_c_enc, z0 = _t(lambda: np.asarray(codec.encode(x0)))
@@ -255,7 +265,11 @@ def bench_table(args, results: dict) -> None:
                 t_tf_first, _ = _t(lambda: tfref.encode(x0[None]))
                 t_tf_first_d, _ = _t(lambda: tfref.decode(q0))
                 row["tf_first_call_s"] = {"E": t_tf_first, "D": t_tf_first_d}
-            times = {k: [] for k in ("E", "D", "CE", "DE", "QE", "tf_E", "tf_D", "tf_CE", "tf_DE")}
+            if xla is not None:  # compile the XLA path at this shape
+                np.asarray(xla.encode(x0)), np.asarray(xla.decode(q0))
+                pipeline.decompress(pipeline.compress(images[0], xla), xla)
+            times = {k: [] for k in ("E", "D", "CE", "DE", "QE", "tf_E", "tf_D", "tf_CE", "tf_DE",
+                                     "xla_E", "xla_D", "xla_CE", "xla_DE")}
             parity = {"latent": 0.0, "latent_scale": 0.0, "decoded": 0.0}
             bpp = []
             for img in images:
@@ -278,6 +292,12 @@ def bench_table(args, results: dict) -> None:
                     times["CE"].append(t)
                     t, _ = _t(lambda: pipeline.decompress(data, codec))
                     times["DE"].append(t)
+                    if xla is not None:
+                        times["xla_E"].append(_t(lambda: np.asarray(xla.encode(x)))[0])
+                        times["xla_D"].append(_t(lambda: np.asarray(xla.decode(q)))[0])
+                        t, data_x = _t(lambda: pipeline.compress(img, xla))
+                        times["xla_CE"].append(t)
+                        times["xla_DE"].append(_t(lambda: pipeline.decompress(data_x, xla))[0])
                     if tfref is None:
                         continue
                     t, zt = _t(lambda: tfref.encode(x[None]))
@@ -307,6 +327,9 @@ def bench_table(args, results: dict) -> None:
             row["bpp"] = _med(bpp)
             sec = row["seconds"]
             row["entropy_share_of_CE"] = sec["QE"] / sec["CE"]
+            if xla is not None:
+                row["ours_over_xla"] = {k: sec[k] / sec[f"xla_{k}"] for k in ("E", "D", "CE", "DE")}
+                row["ours_over_xla"]["CE+DE"] = (sec["CE"] + sec["DE"]) / (sec["xla_CE"] + sec["xla_DE"])
             if tfref is not None:
                 row["ours_over_tf"] = {k: sec[k] / sec[f"tf_{k}"] for k in ("E", "D", "CE", "DE")}
                 row["ours_over_tf"]["CE+DE"] = (sec["CE"] + sec["DE"]) / (sec["tf_CE"] + sec["tf_DE"])
@@ -316,9 +339,23 @@ def bench_table(args, results: dict) -> None:
             _save(args, results)
 
 
+def _path(codec) -> str:
+    """Which network implementation the codec's inference runs on."""
+    if getattr(codec, "cpu_kernels", False):
+        from l3ic_jax import cpu_backend
+
+        plan = cpu_backend.winograd_plan()
+        return f"C kernels (l3ic_jax.cpu_backend, Winograd plan {plan}, {cpu_backend.default_threads()} threads)"
+    import jax
+
+    return f"XLA ({jax.default_backend()})"
+
+
 def _print_row(row):
     s = row["seconds"]
     line = f"  {row['model']} {row['size']}: " + " ".join(f"{k}={s[k]:.4f}" for k in ("E", "D", "CE", "DE"))
+    if "ours_over_xla" in row:
+        line += " | XLA " + " ".join(f"{k}={s['xla_' + k]:.4f}" for k in ("E", "D", "CE", "DE"))
     if "ours_over_tf" in row:
         r = row["ours_over_tf"]
         line += " | TF " + " ".join(f"{k}={s['tf_' + k]:.4f}" for k in ("E", "D", "CE", "DE"))
@@ -507,6 +544,8 @@ def main(argv=None) -> int:
                    help="weights when a model has no checkpoint (default glorot; see load_codec)")
     p.add_argument("--batch-size-key", default="512", choices=sorted(SIZES), help="image size of the batch section")
     p.add_argument("--no-tf", action="store_true", help="skip the TensorFlow reference")
+    p.add_argument("--no-xla", action="store_true",
+                   help="when the default path is the C kernels, skip the extra XLA-path columns")
     p.add_argument("--out", default=str(REPO / "docs" / "bench_speed.json"), help="JSON output ('' for none)")
     p.add_argument("--fresh", action="store_true", help="start a new JSON instead of merging into --out")
     args = p.parse_args(argv)
