@@ -13,6 +13,7 @@
 # tools/bundle_checkpoint.py. The device image has jax (CUDA) and numpy; wheels carried in .whl/ (this project's
 # flax and optax versions, see docs/training.md §6) are installed first so the code runs on the versions it was
 # tested with. Training needs no C build, so the tree is used as it is.
+# EXTRA_TRAIN_ARGS (e.g. "--quantizer-gradient identity") is appended to each training command.
 # Build the carried data set here first: python tools/make_dataset.py --format webp --out data/photos-webp
 set -uo pipefail
 minutes=${1:?usage: device_train.sh MINUTES MODEL...}
@@ -35,7 +36,7 @@ for model in "$@"; do
   mkdir -p "runs/${model}-gpu"
   python3 -m l3ic_jax.train --n-features "${model%c}" --data data/photos-webp --out "runs/${model}-gpu" \
     --init-from "$model" --batch-size 32 --lr 2e-4 --warmup-steps 200 --schedule-steps 20000 \
-    --val-every 500 --ckpt-every-s 60 --log-every 100 --max-minutes "$minutes" \
+    --val-every 500 --ckpt-every-s 60 --log-every 100 --max-minutes "$minutes" ${EXTRA_TRAIN_ARGS:-} \
     >"runs/${model}-gpu/stdout.log" 2>&1 &
   pids+=($!)
 done
