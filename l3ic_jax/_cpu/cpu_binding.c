@@ -65,6 +65,19 @@ static PyObject *raise_code(int r) {
     return NULL;
 }
 
+#define RAISED 1 /* a check failed and its exception is set (kernel codes are <= 0) */
+
+/* The end of every kernel call: release its four buffers, and return None for L3IC_OK, else NULL with the
+ * exception of the failed check (RAISED) or of the kernel's code. */
+static PyObject *finish(int r, fbuf *a, fbuf *b, fbuf *c, fbuf *d) {
+    release(a);
+    release(b);
+    release(c);
+    release(d);
+    if (r == L3IC_OK) Py_RETURN_NONE;
+    return r == RAISED ? NULL : raise_code(r);
+}
+
 /* Output span (in floats) written by a layer with this descriptor. */
 static long long out_hi(const l3ic_out *o, long long off, int n) {
     long long sn = o->sn, sy = o->sy;
@@ -93,7 +106,7 @@ static PyObject *py_winograd3x3(PyObject *self, PyObject *args) {
     }
     fbuf bin, bU, bout, bbias;
     bin.held = bU.held = bout.held = bbias.held = 0;
-    PyObject *ret = NULL;
+    int r = RAISED;
     if (get_floats(oin, &bin, 0, "input") < 0 || get_floats(oU, &bU, 0, "U") < 0 ||
         get_floats(oout, &bout, 1, "output") < 0 || get_floats(obias, &bbias, 0, "bias") < 0)
         goto done;
@@ -112,22 +125,11 @@ static PyObject *py_winograd3x3(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "winograd3x3: U has the wrong size");
         goto done;
     }
-    int r;
     Py_BEGIN_ALLOW_THREADS
     r = l3ic_winograd3x3(m, &in, in_lrelu, (const float *)bU.view.buf, nr, &out, mb, nthreads);
     Py_END_ALLOW_THREADS
-    if (r != L3IC_OK) {
-        raise_code(r);
-        goto done;
-    }
-    ret = Py_None;
-    Py_INCREF(ret);
 done:
-    release(&bin);
-    release(&bU);
-    release(&bout);
-    release(&bbias);
-    return ret;
+    return finish(r, &bin, &bU, &bout, &bbias);
 }
 
 /* conv5x5s2(inp, in_off, in_sn, in_sy, n, h, w, cin, pad_top, pad_left, W, nr,
@@ -149,7 +151,7 @@ static PyObject *py_conv5x5s2(PyObject *self, PyObject *args) {
     }
     fbuf bin, bW, bout, bbias;
     bin.held = bW.held = bout.held = bbias.held = 0;
-    PyObject *ret = NULL;
+    int r = RAISED;
     if (get_floats(oin, &bin, 0, "input") < 0 || get_floats(oW, &bW, 0, "W") < 0 ||
         get_floats(oout, &bout, 1, "output") < 0 || get_floats(obias, &bbias, 0, "bias") < 0)
         goto done;
@@ -167,22 +169,11 @@ static PyObject *py_conv5x5s2(PyObject *self, PyObject *args) {
     l3ic_out out = {(float *)bout.view.buf + out_off, out_sn, out_sy, L3IC_OUT_PLAIN, cout, oh, ow,
                     (const float *)bbias.view.buf, 0, lrelu, scale};
     if (check_span(out_off, out_hi(&out, out_off, n), n_floats(&bout), "conv5x5s2 output") < 0) goto done;
-    int r;
     Py_BEGIN_ALLOW_THREADS
     r = l3ic_conv5x5s2(&in, pt, pl, (const float *)bW.view.buf, nr, &out, nthreads);
     Py_END_ALLOW_THREADS
-    if (r != L3IC_OK) {
-        raise_code(r);
-        goto done;
-    }
-    ret = Py_None;
-    Py_INCREF(ret);
 done:
-    release(&bin);
-    release(&bW);
-    release(&bout);
-    release(&bbias);
-    return ret;
+    return finish(r, &bin, &bW, &bout, &bbias);
 }
 
 static PyMethodDef methods[] = {
