@@ -58,6 +58,11 @@ def as_image_batch(images) -> jax.Array:
     NumPy input is checked for finiteness and the [0, 1] range; device arrays are taken as they are, so a JAX
     pipeline is not forced to synchronize.
     """
+    return jnp.asarray(_checked_images(images), jnp.float32)
+
+
+def _checked_images(images) -> np.ndarray | jax.Array:
+    """:func:`as_image_batch` without the final move to a JAX array (the CPU kernels take NumPy as it is)."""
     if isinstance(images, jax.Array):
         x = images
     else:
@@ -77,7 +82,7 @@ def as_image_batch(images) -> jax.Array:
         raise ValueError(f"images must be HxWx3 or NxHxWx3 RGB, got shape {tuple(x.shape)}")
     if min(x.shape[:3]) < 1:
         raise ValueError(f"images must not be empty, got shape {tuple(x.shape)}")
-    return jnp.asarray(x, jnp.float32)
+    return x
 
 
 def cpu_kernels_default() -> bool:
@@ -181,10 +186,10 @@ class Codec:
     # -- the four stages ----------------------------------------------------------------------------------
     def encode(self, images) -> jax.Array:
         """Images (HWC or NHWC, float32 in [0, 1]) to the real latent (N, ceil(H/8), ceil(W/8), C)."""
-        x = as_image_batch(images)
+        x = _checked_images(images)
         if self._use_cpu(x):
-            return jnp.asarray(self._cpu().encode(np.asarray(x)))
-        return self._encode(self._state, x)
+            return jnp.asarray(self._cpu().encode(np.asarray(x, np.float32)))
+        return self._encode(self._state, jnp.asarray(x, jnp.float32))
 
     def quantize(self, latent) -> jax.Array:
         """Nearest codebook index of each latent value (ties to the lower entry), uint8."""
@@ -211,10 +216,10 @@ class Codec:
     # -- fused paths used by the bitstream layer ---------------------------------------------------------------
     def encode_indices(self, images) -> jax.Array:
         """``quantize(encode(images))`` in one compiled call: only uint8 indices leave the device."""
-        x = as_image_batch(images)
+        x = _checked_images(images)
         if self._use_cpu(x):
-            return self._quantize(self._cpu().encode(np.asarray(x)))
-        return self._encode_indices(self._state, x)
+            return self._quantize(self._cpu().encode(np.asarray(x, np.float32)))
+        return self._encode_indices(self._state, jnp.asarray(x, jnp.float32))
 
     def decode_indices(self, indices) -> jax.Array:
         """``decode(dequantize(indices))`` in one compiled call."""
@@ -224,8 +229,7 @@ class Codec:
         if idx.dtype != jnp.uint8 or idx.ndim != 4 or idx.shape[-1] != self.n_features:
             raise ValueError(f"indices must be uint8 (N, h, w, {self.n_features}), got {idx.dtype} {tuple(idx.shape)}")
         if self._use_cpu(idx):
-            values = np.take(self.codebook, np.asarray(idx).astype(np.intp), mode="clip")  # as quantize.dequantize
-            return jnp.asarray(self._cpu().decode(values))
+            return jnp.asarray(self._cpu().decode(np.asarray(self._dequantize(idx))))
         return self._decode_indices(self._state, idx)
 
     def __repr__(self) -> str:

@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="soft",
         help="backward pass of the straight-through quantizer (the forward value and the objective are the same): "
         "soft: the original's soft-codebook gradient, ~0 for most latent values and large near decision "
-        "boundaries; identity: d/dz = 1 (Theis et al. 2017), lower variance, faster to train",
+        "boundaries; identity: d/dz = 1 (Theis et al. 2017), lower variance (docs/training.md §8 compares them)",
     )
     g.add_argument("--seed", type=int, default=0, help="seed of the weight init and of the data stream")
     g.add_argument(
