@@ -318,12 +318,25 @@ def warm_start(name_or_path: str, cfg: dict) -> tuple[TwitterDCN, dict]:
     tensors, meta = load_checkpoint(path)
     if meta["n_features"] != cfg["n_features"]:
         raise SystemExit(f"--init-from {name_or_path}: {meta['n_features']} channels, the run has {cfg['n_features']}")
-    steps = (meta.get("provenance") or {}).get("steps")
-    return model_from_tensors(tensors, cfg["n_features"]), {
-        "checkpoint": str(name_or_path),
-        "weights_sha256": meta["weights_sha256"],
-        "steps": steps,
-    }
+    return model_from_tensors(tensors, cfg["n_features"]), lineage(str(name_or_path), meta)
+
+
+def lineage(name: str, meta: dict) -> dict:
+    """Where warm-start weights came from, chained through their own ``init_from``, so that a model trained in
+    stages records every stage (steps, quantizer gradient, learning rate) and the total steps."""
+    prov = meta.get("provenance") or {}
+    hp = prov.get("hyperparameters") or {}
+    parent = hp.get("init_from") if isinstance(hp.get("init_from"), dict) else None
+    steps = prov.get("steps")
+    before = (parent or {}).get("total_steps") or (parent or {}).get("steps") or 0
+    record = {"checkpoint": name, "weights_sha256": meta["weights_sha256"], "steps": steps,
+              "total_steps": (steps or 0) + before if steps is not None else None}
+    for key in ("quantizer_gradient", "lr", "schedule_steps", "batch_size"):
+        if key in hp:
+            record[key] = hp[key]
+    if parent:
+        record["init_from"] = parent
+    return record
 
 
 def model_from_params(cfg: dict, tensors: dict[str, np.ndarray]) -> TwitterDCN:
@@ -343,7 +356,11 @@ def provenance(info: dict, which: str, val: dict | None) -> dict:
         "data": info.get("data"),
         "hyperparameters": info["config"],
         "validation": val,
-        "objective": "l2_loss(x - y) * distortion_batch / batch + entropy_weight * H, hard-forward soft-codebook",
+        "objective": "l2_loss(x - y) * distortion_batch / batch + entropy_weight * H, hard values forward, "
+        + ("identity gradient within the codebook's range"
+           if info["config"].get("quantizer_gradient") == "identity" else "soft-codebook gradient"),
+        "total_steps": info["step"] + ((info["config"].get("init_from") or {}).get("total_steps")
+                                       or (info["config"].get("init_from") or {}).get("steps") or 0),
         "jax_version": jax.__version__,
         "devices": info.get("devices"),
     }

@@ -113,6 +113,26 @@ def test_init_from_starts_a_new_run_from_checkpoint_weights(tiny_data, tmp_path)
         T.main(_args(tiny_data, tmp_path / "bad", "--n-features", "8", "--init-from", str(ckpt)))
 
 
+def test_a_model_trained_in_stages_records_every_stage(tiny_data, tmp_path):
+    first = tmp_path / "first"
+    assert T.main(_args(tiny_data, first, "--max-steps", "2")) == 0
+    T.export(first, tmp_path / "first.safetensors", which="last")
+    second = tmp_path / "second"
+    assert T.main(_args(tiny_data, second, "--max-steps", "3", "--init-from", str(tmp_path / "first.safetensors"),
+                        "--quantizer-gradient", "identity")) == 0
+    prov = Codec.from_checkpoint(T.export(second, tmp_path / "second.safetensors", which="last")).metadata["provenance"]
+    assert prov["steps"] == 3 and prov["total_steps"] == 5
+    stage = prov["hyperparameters"]["init_from"]
+    assert stage["steps"] == 2 and stage["total_steps"] == 2 and stage["quantizer_gradient"] == "soft"
+    assert "identity gradient" in prov["objective"]
+    third = tmp_path / "third"
+    assert T.main(_args(tiny_data, third, "--max-steps", "1", "--init-from", str(tmp_path / "second.safetensors"))) == 0
+    prov = Codec.from_checkpoint(T.export(third, tmp_path / "third.safetensors", which="last")).metadata["provenance"]
+    assert prov["total_steps"] == 6 and "soft-codebook gradient" in prov["objective"]
+    chain = prov["hyperparameters"]["init_from"]
+    assert chain["quantizer_gradient"] == "identity" and chain["init_from"]["steps"] == 2
+
+
 def test_identity_quantizer_gradient_is_a_run_setting(tiny_data, tmp_path):
     run = tmp_path / "identity"
     assert T.main(_args(tiny_data, run, "--max-steps", "2", "--quantizer-gradient", "identity")) == 0

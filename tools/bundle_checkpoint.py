@@ -26,8 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from l3ic_jax import atomic, checkpoint  # noqa: E402
 
 
-def evaluate(source: Path, folder: Path, crop: int) -> dict:
-    """Mean bpp / PSNR / SSIM / MS-SSIM of the checkpoint on the images in ``folder`` (as tools/rd_eval.py)."""
+def evaluate(source: Path, folder: Path, crop: int, name: str) -> dict:
+    """Mean bpp / PSNR / SSIM / MS-SSIM of the checkpoint on the images in ``folder`` (as tools/rd_eval.py).
+
+    The codec carries the bundled ``name``, as ``l3ic_jax.load(name)`` will: the stream header stores it, so
+    the rates are byte for byte those of ``tools/rd_eval.py --models NAME``."""
     import datetime as _dt
 
     import numpy as np
@@ -36,7 +39,7 @@ def evaluate(source: Path, folder: Path, crop: int) -> dict:
     from l3ic_jax.codec import Codec
     from l3ic_jax.pipeline import compress, decompress
 
-    codec = Codec.from_checkpoint(source)
+    codec = Codec.from_checkpoint(source, name=name)
     images = rd_eval.load_images(folder, crop, None)
     rows = []
     for _, img in images:
@@ -72,7 +75,7 @@ def main(argv=None) -> int:
     if not args.no_eval and args.eval.is_dir():
         tensors, meta = checkpoint.load(args.source)
         prov = dict(meta["provenance"])
-        prov["evaluation"] = evaluate(args.source, args.eval, args.crop)
+        prov["evaluation"] = evaluate(args.source, args.eval, args.crop, args.name)
         print(f"evaluation on {args.eval}: {prov['evaluation']}")
         checkpoint.save(target, tensors, codebook=meta["codebook"], latent_bpf=meta["latent_bpf"], provenance=prov)
     else:
