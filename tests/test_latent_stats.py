@@ -52,6 +52,12 @@ def test_tool_runs_on_a_folder(tool, tmp_path, capsys):
     assert "live channels" in capsys.readouterr().out
 
 
-def test_tool_refuses_a_missing_folder(tool, tmp_path):
+def test_tool_refuses_a_missing_folder_and_an_unknown_model(tool, tmp_path, capsys):
     with pytest.raises(SystemExit):
         tool.main(["--models", "16c", "--data", str(tmp_path / "nowhere")])
+    from PIL import Image
+
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "a.png")
+    with pytest.raises(SystemExit):
+        tool.main(["--models", "99c", "--data", str(tmp_path), "--crop", "0"])
+    assert "no such checkpoint" in capsys.readouterr().err

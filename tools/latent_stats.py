@@ -72,7 +72,10 @@ def main(argv=None) -> int:
     images = load_images(data, args.crop or None, args.limit)
     out = {"data": str(data), "crop": args.crop, "images": len(images), "models": {}}
     for spec in [s.strip() for s in args.models.split(",") if s.strip()]:
-        codec = l3ic_jax.load(spec)
+        try:
+            codec = l3ic_jax.load(spec)
+        except l3ic_jax.checkpoint.CheckpointError as e:
+            ap.error(str(e))
         idx = np.concatenate([np.asarray(codec.encode_indices(img[None])).reshape(-1, codec.n_features)
                               for _, img in images])
         st = channel_stats(idx, args.live_bits)
