@@ -26,25 +26,23 @@ else:
 if os.environ.get("L3IC_FSE_WERROR") == "1" or os.environ.get("CI") == "true":  # CI: warnings are errors
     _cflags.append("-Werror")
 
+def _extension(name: str, folder: str, stem: str, link=()) -> Extension:
+    """One of our C modules: ``<stem>_binding.c`` (the Python API) over ``<stem>_core.c`` (plain C)."""
+    return Extension(
+        f"l3ic_jax.{name}",
+        sources=[f"{folder}/{stem}_binding.c", f"{folder}/{stem}_core.c"],
+        depends=[f"{folder}/{stem}_core.h"],
+        include_dirs=[folder],
+        extra_compile_args=_cflags,
+        extra_link_args=_ldflags + list(link),
+    )
+
+
 setup(
     ext_modules=[
-        Extension(
-            "l3ic_jax._fse",
-            sources=[f"{_FSE_DIR}/fse_binding.c", f"{_FSE_DIR}/fse_core.c"],
-            depends=[f"{_FSE_DIR}/fse_core.h"],
-            include_dirs=[_FSE_DIR],
-            extra_compile_args=_cflags,
-            extra_link_args=_ldflags,
-        ),
+        _extension("_fse", _FSE_DIR, "fse"),
         # AVX-512 code is confined to functions with target attributes and chosen at run time, so the module
         # builds and imports on any CPU (elsewhere it reports `supported() == False`).
-        Extension(
-            "l3ic_jax._cpu",
-            sources=[f"{_CPU_DIR}/cpu_binding.c", f"{_CPU_DIR}/cpu_core.c"],
-            depends=[f"{_CPU_DIR}/cpu_core.h"],
-            include_dirs=[_CPU_DIR],
-            extra_compile_args=_cflags,
-            extra_link_args=_ldflags + (["-pthread"] if os.name == "posix" else []),
-        ),
+        _extension("_cpu", _CPU_DIR, "cpu", link=["-pthread"] if os.name == "posix" else []),
     ],
 )

@@ -328,15 +328,20 @@ def lineage(name: str, meta: dict) -> dict:
     hp = prov.get("hyperparameters") or {}
     parent = hp.get("init_from") if isinstance(hp.get("init_from"), dict) else None
     steps = prov.get("steps")
-    before = (parent or {}).get("total_steps") or (parent or {}).get("steps") or 0
     record = {"checkpoint": name, "weights_sha256": meta["weights_sha256"], "steps": steps,
-              "total_steps": (steps or 0) + before if steps is not None else None}
+              "total_steps": steps + steps_before(parent) if steps is not None else None}
     for key in ("quantizer_gradient", "lr", "schedule_steps", "batch_size"):
         if key in hp:
             record[key] = hp[key]
     if parent:
         record["init_from"] = parent
     return record
+
+
+def steps_before(init_from: dict | None) -> int:
+    """Training steps behind warm-start weights (records written before ``total_steps`` give their own steps)."""
+    record = init_from or {}
+    return record.get("total_steps") or record.get("steps") or 0
 
 
 def model_from_params(cfg: dict, tensors: dict[str, np.ndarray]) -> TwitterDCN:
@@ -359,8 +364,7 @@ def provenance(info: dict, which: str, val: dict | None) -> dict:
         "objective": "l2_loss(x - y) * distortion_batch / batch + entropy_weight * H, hard values forward, "
         + ("identity gradient within the codebook's range"
            if info["config"].get("quantizer_gradient") == "identity" else "soft-codebook gradient"),
-        "total_steps": info["step"] + ((info["config"].get("init_from") or {}).get("total_steps")
-                                       or (info["config"].get("init_from") or {}).get("steps") or 0),
+        "total_steps": info["step"] + steps_before(info["config"].get("init_from")),
         "jax_version": jax.__version__,
         "devices": info.get("devices"),
     }

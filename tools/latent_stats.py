@@ -29,9 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rd_eval import load_images  # noqa: E402
 
-#: Index of the codebook value 0 (the codebook is -15..16).
-ZERO_INDEX = 15
-N_BINS = 32
+from l3ic_jax.quantize import default_codebook  # noqa: E402
+
+_CODEBOOK = np.asarray(default_codebook()).ravel()
+#: Index of the codebook value 0, and the number of indices.
+ZERO_INDEX = int(np.flatnonzero(_CODEBOOK == 0)[0])
+N_BINS = int(_CODEBOOK.size)
 
 
 def channel_stats(indices: np.ndarray, live_bits: float) -> dict:

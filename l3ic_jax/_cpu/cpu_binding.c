@@ -67,6 +67,17 @@ static PyObject *raise_code(int r) {
 
 #define RAISED 1 /* a check failed and its exception is set (kernel codes are <= 0) */
 
+/* The start of every kernel call: the four buffers of a layer (input, its weights named `wname`, the writable
+ * output, bias). Each is marked unheld first, so finish() may release all four whichever one failed. */
+static int get_layer_buffers(PyObject *oin, PyObject *oweights, PyObject *oout, PyObject *obias, fbuf *in,
+                             fbuf *weights, fbuf *out, fbuf *bias, const char *wname) {
+    in->held = weights->held = out->held = bias->held = 0;
+    if (get_floats(oin, in, 0, "input") < 0 || get_floats(oweights, weights, 0, wname) < 0 ||
+        get_floats(oout, out, 1, "output") < 0 || get_floats(obias, bias, 0, "bias") < 0)
+        return -1;
+    return 0;
+}
+
 /* The end of every kernel call: release its four buffers, and return None for L3IC_OK, else NULL with the
  * exception of the failed check (RAISED) or of the kernel's code. */
 static PyObject *finish(int r, fbuf *a, fbuf *b, fbuf *c, fbuf *d) {
@@ -105,11 +116,8 @@ static PyObject *py_winograd3x3(PyObject *self, PyObject *args) {
         return NULL;
     }
     fbuf bin, bU, bout, bbias;
-    bin.held = bU.held = bout.held = bbias.held = 0;
     int r = RAISED;
-    if (get_floats(oin, &bin, 0, "input") < 0 || get_floats(oU, &bU, 0, "U") < 0 ||
-        get_floats(oout, &bout, 1, "output") < 0 || get_floats(obias, &bbias, 0, "bias") < 0)
-        goto done;
+    if (get_layer_buffers(oin, oU, oout, obias, &bin, &bU, &bout, &bbias, "U") < 0) goto done;
     int th = (h + m - 1) / m, tw = (w + m - 1) / m, alpha = m + 2, P = (cout + nr - 1) / nr;
     long long lo = (long long)in_off - in_sy - cin;
     long long hi = (long long)in_off + (long long)(n - 1) * in_sn + (long long)(m * th) * in_sy +
@@ -150,11 +158,8 @@ static PyObject *py_conv5x5s2(PyObject *self, PyObject *args) {
         return NULL;
     }
     fbuf bin, bW, bout, bbias;
-    bin.held = bW.held = bout.held = bbias.held = 0;
     int r = RAISED;
-    if (get_floats(oin, &bin, 0, "input") < 0 || get_floats(oW, &bW, 0, "W") < 0 ||
-        get_floats(oout, &bout, 1, "output") < 0 || get_floats(obias, &bbias, 0, "bias") < 0)
-        goto done;
+    if (get_layer_buffers(oin, oW, oout, obias, &bin, &bW, &bout, &bbias, "W") < 0) goto done;
     int P = (cout + nr - 1) / nr, owp = (ow + L3IC_MR - 1) / L3IC_MR * L3IC_MR;
     long long lo = (long long)in_off - (long long)pt * in_sy - (long long)pl * cin;
     long long hi = (long long)in_off + (long long)(n - 1) * in_sn + (long long)(2 * (oh - 1) + 4 - pt) * in_sy +
