@@ -112,8 +112,13 @@ class PatchSampler:
     def megapixels(self) -> float:
         return sum(im.shape[0] * im.shape[1] for im in self.images) / 1e6
 
-    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """``n`` patches, uint8 (n, patch, patch, 3); the only randomness is ``rng``."""
+    def sample(self, rng: np.random.Generator, n: int, workers: int = 1) -> np.ndarray:
+        """``n`` patches, uint8 (n, patch, patch, 3); the only randomness is ``rng``.
+
+        Every random choice is drawn from ``rng`` before any pixel is touched, so ``workers`` threads (PIL's
+        resize releases the GIL) produce exactly the batch that one thread does. On a GPU one thread cannot
+        keep up with the device; on a CPU the cores are busy with the step, and one is right.
+        """
         p = self.patch
         out = np.empty((n, p, p, 3), dtype=np.uint8)
         idx = rng.choice(len(self.images), size=n, p=self.weights)
@@ -121,7 +126,8 @@ class PatchSampler:
         u = rng.random((n, 2))  # crop position, as fractions of the free range
         k = rng.integers(0, 4, size=n)  # quarter turns
         flip = rng.integers(0, 2, size=n)
-        for i in range(n):
+
+        def make(i: int) -> None:
             im = self.images[idx[i]]
             h, w = im.shape[:2]
             c = int(min(round(p * math.exp(log_s[i])), h, w))
@@ -135,7 +141,23 @@ class PatchSampler:
                 if flip[i]:
                     crop = crop[:, ::-1]
             out[i] = crop
+
+        if workers > 1 and n > 1:
+            list(self._pool(workers).map(make, range(n)))
+        else:
+            for i in range(n):
+                make(i)
         return out
+
+    def _pool(self, workers: int):
+        pool = getattr(self, "_executor", None)
+        if pool is None or pool._max_workers != workers:
+            from concurrent.futures import ThreadPoolExecutor
+
+            if pool is not None:
+                pool.shutdown()
+            pool = self._executor = ThreadPoolExecutor(workers, thread_name_prefix="patches")
+        return pool
 
 
 def center_crops(images: list[np.ndarray], size: int) -> np.ndarray:

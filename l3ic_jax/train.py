@@ -23,6 +23,7 @@ import argparse
 import datetime as _dt
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -36,6 +37,7 @@ from flax import nnx
 
 from . import atomic as _atomic
 from . import data as _data
+from . import losses as _losses
 from . import metrics as _metrics
 from . import quantize as _q
 from ._version import __version__
@@ -51,7 +53,7 @@ STATE_FORMAT = "l3ic-jax-train-state"
 RUN_KEYS = (
     "n_features", "seed", "batch_size", "patch", "scale_min", "scale_max", "dihedral", "lr", "warmup_steps",
     "schedule_steps", "final_lr_ratio", "schedule", "entropy_weight", "distortion_batch", "clip_grad_norm",
-    "mixed_precision", "b1", "b2", "clip_output", "init", "quantizer_gradient",
+    "mixed_precision", "b1", "b2", "clip_output", "init", "quantizer_gradient", "ssim_weight",
 )  # fmt: skip
 
 
@@ -70,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-steps", type=int, default=None, help="stop at this global step (then resume later)")
     g.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes in this session")
     g.add_argument("--ckpt-every-s", type=float, default=120.0, help="seconds between training-state saves")
+    g.add_argument(
+        "--data-workers",
+        type=int,
+        default=0,
+        help="threads that cut and resize patches (the batches are the same for any number); 0: one on a CPU "
+        "backend, where the cores run the step, else min(8, cores)",
+    )
     g.add_argument("--log-every", type=int, default=20, help="steps between progress lines")
     g.add_argument("--val-every", type=int, default=500, help="steps between validations")
     g.add_argument("--val-crop", type=int, default=256, help="side of the validation center crops")
@@ -83,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=50,
         help="l2_loss is summed over the batch as in the original, then rescaled to this many patches so "
         "the rate-distortion trade-off does not depend on --batch-size; 0: literal sum over the batch",
+    )
+    g.add_argument(
+        "--ssim-weight",
+        type=float,
+        default=0.0,
+        help="add this weight times sum over the batch of (1 - SSIM) per patch (TF recipe, l3ic_jax.losses.ssim) "
+        "to the distortion, rescaled like l2_loss; 0: the original objective (L2 only). SSIM weights errors by "
+        "the inverse local variance, so it keeps texture that L2 blurs away (docs/training.md §8.4)",
     )
     g.add_argument(
         "--no-clip-output",
@@ -153,9 +170,12 @@ def make_optimizer(cfg: dict) -> optax.GradientTransformation:
     return optax.chain(*parts, optax.adam(lr, b1=cfg["b1"], b2=cfg["b2"])), lr
 
 
-def distortion(x: jax.Array, y: jax.Array, ref_batch: int) -> jax.Array:
-    """``tf.nn.l2_loss(x - y)`` summed over the batch, rescaled to ``ref_batch`` patches (0: no rescaling)."""
-    total = 0.5 * jnp.sum(jnp.square(x - y))
+def distortion(x: jax.Array, y: jax.Array, ref_batch: int, ssim_weight: float = 0.0) -> jax.Array:
+    """``tf.nn.l2_loss(x - y)`` (plus ``ssim_weight * (1 - SSIM)`` per patch) summed over the batch, rescaled to
+    ``ref_batch`` patches (0: no rescaling)."""
+    total = _losses.l2_loss(x, y)
+    if ssim_weight:
+        total = total + ssim_weight * jnp.sum(1.0 - _losses.ssim(x, y))
     return total * (ref_batch / x.shape[0]) if ref_batch else total
 
 
@@ -183,7 +203,7 @@ def make_train_step(graphdef, tx, cfg: dict):
         z, y = forward(params, x)
         if cfg.get("clip_output", True):
             y = y + jax.lax.stop_gradient(jnp.clip(y, 0.0, 1.0) - y)
-        d = distortion(x, y, cfg["distortion_batch"])
+        d = distortion(x, y, cfg["distortion_batch"], cfg.get("ssim_weight", 0.0))
         h = _q.entropy_estimate(z, codebook)
         loss = d + cfg["entropy_weight"] * h
         mse = jnp.mean(jnp.square(x - jnp.clip(y, 0.0, 1.0)), axis=(1, 2, 3))
@@ -228,10 +248,12 @@ def validate(evaluate, params, crops: np.ndarray, cfg: dict) -> dict:
     h_hard = float(-(p * np.log2(p)).sum())
     per_value = cfg["n_features"] / 64.0  # latent values per pixel
     area_ratio = (cfg["patch"] / crops.shape[1]) * (cfg["patch"] / crops.shape[2])
-    d_patch = 0.5 * np.sum((x - y) ** 2) / len(x) * area_ratio * (cfg["distortion_batch"] or cfg["batch_size"])
+    ref = cfg["distortion_batch"] or cfg["batch_size"]
+    ssim = float(np.mean(_metrics.ssim(x, y)))
+    d_patch = 0.5 * np.sum((x - y) ** 2) / len(x) * area_ratio * ref + cfg.get("ssim_weight", 0.0) * (1 - ssim) * ref
     out = {
         "psnr": float(np.mean(_metrics.psnr(x, y))),
-        "ssim": float(np.mean(_metrics.ssim(x, y))),
+        "ssim": ssim,
         "entropy": float(h_soft),
         "entropy_hard": h_hard,
         "bpp_est": float(h_soft) * per_value,
@@ -361,7 +383,9 @@ def provenance(info: dict, which: str, val: dict | None) -> dict:
         "data": info.get("data"),
         "hyperparameters": info["config"],
         "validation": val,
-        "objective": "l2_loss(x - y) * distortion_batch / batch + entropy_weight * H, hard values forward, "
+        "objective": "(l2_loss(x - y)"
+        + (f" + {info['config']['ssim_weight']:g} * sum(1 - SSIM)" if info["config"].get("ssim_weight") else "")
+        + ") * distortion_batch / batch + entropy_weight * H, hard values forward, "
         + ("identity gradient within the codebook's range"
            if info["config"].get("quantizer_gradient") == "identity" else "soft-codebook gradient"),
         "total_steps": info["step"] + steps_before(info["config"].get("init_from")),
@@ -409,6 +433,7 @@ def train(args: argparse.Namespace) -> dict:
     if resume:
         tensors, info = read_state(run_dir)
         info["config"].setdefault("quantizer_gradient", "soft")  # states written before the option existed
+        info["config"].setdefault("ssim_weight", 0.0)  # likewise: the original L2-only distortion
         changed = {k: (info["config"][k], cfg[k]) for k in RUN_KEYS if info["config"].get(k) != cfg[k]}
         if changed:
             print("resume: keeping the run's settings, ignoring " + ", ".join(f"--{k.replace('_', '-')}={v[1]} (run: {v[0]})" for k, v in changed.items()))
@@ -493,8 +518,21 @@ def train(args: argparse.Namespace) -> dict:
     t_start = time.monotonic()
     deadline = t_start + 60.0 * args.max_minutes if args.max_minutes else math.inf
     last_ckpt = t_start
+    workers = args.data_workers or (1 if jax.default_backend() == "cpu" else min(8, os.cpu_count() or 1))
     rng_json = _data.rng_state_to_json(rng)  # state before the pending batch: what a resume must restart from
-    batch = sampler.sample(rng, cfg["batch_size"])
+    batch = sampler.sample(rng, cfg["batch_size"], workers)
+    # The loss of a step is checked one step late, so that the host prepares the next batch while the device
+    # works instead of waiting for every step; states are saved only after their own step's loss was checked.
+    unchecked = None
+
+    def check_finite() -> None:
+        nonlocal unchecked
+        if unchecked is not None:
+            loss, at = float(unchecked[0]), unchecked[1]
+            unchecked = None
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss at step {at}; the last saved state is intact")
+
     window_t, window_steps, first = time.monotonic(), 0, True
     reason = "max-steps"
     try:
@@ -508,14 +546,14 @@ def train(args: argparse.Namespace) -> dict:
             params, opt_state, aux, y = train_step(params, opt_state, batch)
             x_host = batch
             next_json = _data.rng_state_to_json(rng)
-            batch = sampler.sample(rng, cfg["batch_size"])  # overlaps the device computation
-            loss = float(aux["loss"])
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at step {step + 1}; the last saved state is intact")
+            batch = sampler.sample(rng, cfg["batch_size"], workers)  # overlaps the device computation
+            check_finite()  # the previous step's
             step += 1
+            unchecked = (aux["loss"], step)
             rng_json = next_json
             window_steps += 1
             if step % args.log_every == 0 or step == args.max_steps:
+                check_finite()
                 now = time.monotonic()
                 rate = window_steps / (now - window_t)
                 a = {k: float(v) for k, v in jax.device_get(aux).items()}
@@ -534,11 +572,14 @@ def train(args: argparse.Namespace) -> dict:
                 )
                 window_t, window_steps, first = time.monotonic(), 0, False
             if evaluate is not None and step % args.val_every == 0:
+                check_finite()
                 run_validation()
             if time.monotonic() - last_ckpt >= args.ckpt_every_s:
+                check_finite()
                 save_state(run_dir, params, opt_state, info_now(rng_json))
                 last_ckpt = time.monotonic()
                 print(f"saved {run_dir / STATE_FILE} at step {step}", flush=True)
+        check_finite()
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)

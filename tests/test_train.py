@@ -158,3 +158,61 @@ def test_runs_from_before_the_quantizer_gradient_option_resume_as_soft(tiny_data
     assert T.main(_args(tiny_data, run, "--max-steps", "2")) == 0
     _, info = real_read(run)
     assert info["step"] == 2 and info["config"]["quantizer_gradient"] == "soft"
+
+
+def test_ssim_weight_is_a_run_setting_and_named_in_the_objective(tiny_data, tmp_path):
+    run = tmp_path / "ssim"
+    assert T.main(_args(tiny_data, run, "--max-steps", "2", "--ssim-weight", "50")) == 0
+    assert T.main(_args(tiny_data, run, "--max-steps", "3")) == 0  # resumed without the flag: the run's setting
+    _, info = T.read_state(run)
+    assert info["step"] == 3 and info["config"]["ssim_weight"] == 50.0
+    prov = Codec.from_checkpoint(T.export(run, tmp_path / "s.safetensors", which="last")).metadata["provenance"]
+    assert "50 * sum(1 - SSIM)" in prov["objective"]
+
+
+def test_ssim_term_enters_the_distortion():
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.random((2, 16, 16, 3)), jnp.float32)
+    y = jnp.clip(x + 0.1 * jnp.asarray(rng.normal(size=x.shape), jnp.float32), 0, 1)
+    plain = float(T.distortion(x, y, 0))
+    from l3ic_jax import losses
+
+    with_ssim = float(T.distortion(x, y, 0, 10.0))
+    np.testing.assert_allclose(with_ssim - plain, 10.0 * float(jnp.sum(1 - losses.ssim(x, y))), rtol=1e-4)
+    np.testing.assert_allclose(float(T.distortion(x, y, 4, 10.0)), with_ssim * 2, rtol=1e-6)  # rescaled to 4 patches
+
+
+def test_sampler_threads_give_the_same_batches(tiny_data):
+    images, _ = D.load_images(tiny_data / "train")
+    sampler = D.PatchSampler(images, patch=32, scale_max=1.5)
+    one = sampler.sample(np.random.default_rng(3), 9, workers=1)
+    four = sampler.sample(np.random.default_rng(3), 9, workers=4)
+    np.testing.assert_array_equal(one, four)
+
+
+def test_a_non_finite_loss_stops_without_saving_the_bad_step(tiny_data, tmp_path, monkeypatch):
+    import jax.numpy as jnp
+
+    real = T.make_train_step
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        step = real(*a, **k)
+
+        def wrapped(params, opt_state, batch):
+            params, opt_state, aux, y = step(params, opt_state, batch)
+            calls["n"] += 1
+            if calls["n"] == 4:
+                aux = {**aux, "loss": jnp.float32(np.nan)}
+            return params, opt_state, aux, y
+
+        return wrapped
+
+    monkeypatch.setattr(T, "make_train_step", poisoned)
+    run = tmp_path / "nan"
+    with pytest.raises(FloatingPointError, match="step 4"):
+        T.main(_args(tiny_data, run, "--max-steps", "8", "--ckpt-every-s", "0", "--val-every", "100"))
+    _, info = T.read_state(run)
+    assert info["step"] == 3  # saved after each checked step, never after the bad one

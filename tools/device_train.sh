@@ -8,6 +8,9 @@
 # work of three runs in a row in the same 10-minute call. Each trains for MINUTES in runs/<name>-gpu, started from
 # the bundled weights (--init-from) on the first call and resumed exactly on later calls while the machine stays
 # warm (runs/ is kept there between calls). Keep MINUTES + about 1.5 (start-up, compilation, export) under 10.
+# A task that draws a GPU now has 15 minutes of device time in all, machine start included: one call of
+# `device_train.sh 8 ...` is what fits. Each run cuts its patches with 4 threads (--data-workers), so that the
+# host keeps up with the GPU; the batches are the same as with one.
 #
 # The exported weights come back in $OUT (about 10 MB each) with each run's log; put them in place here with
 # tools/bundle_checkpoint.py. The device image has jax (CUDA) and numpy; wheels carried in .whl/ (this project's
@@ -36,7 +39,7 @@ for model in "$@"; do
   mkdir -p "runs/${model}-gpu"
   python3 -m l3ic_jax.train --n-features "${model%c}" --data data/photos-webp --out "runs/${model}-gpu" \
     --init-from "$model" --batch-size 32 --lr 2e-4 --warmup-steps 200 --schedule-steps 20000 \
-    --val-every 500 --ckpt-every-s 60 --log-every 100 --max-minutes "$minutes" ${EXTRA_TRAIN_ARGS:-} \
+    --val-every 500 --ckpt-every-s 60 --log-every 100 --data-workers 4 --max-minutes "$minutes" ${EXTRA_TRAIN_ARGS:-} \
     >"runs/${model}-gpu/stdout.log" 2>&1 &
   pids+=($!)
 done

@@ -1,0 +1,51 @@
+"""The training-side SSIM (JAX, differentiable) against the evaluation-side one (NumPy, float64)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from l3ic_jax import losses, metrics
+
+
+def _pair(seed, shape=(3, 40, 33, 3)):
+    rng = np.random.default_rng(seed)
+    x = rng.random(shape)
+    # a smooth image plus noise of varying strength, so SSIM spans a useful range
+    y = np.clip(x + rng.normal(0, 1, shape) * rng.uniform(0.01, 0.3, (shape[0], 1, 1, 1)), 0, 1)
+    return x, y
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ssim_matches_metrics(seed):
+    x, y = _pair(seed)
+    got = np.asarray(losses.ssim(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)))
+    want = metrics.ssim(x, y)
+    assert got.shape == (3,)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    assert np.ptp(want) > 0.05  # the cases differ, so the test can tell images apart
+
+
+def test_ssim_identical_is_one_and_gradient_points_back():
+    x, y = _pair(3, (1, 24, 24, 3))
+    x = jnp.asarray(x, jnp.float32)
+    np.testing.assert_allclose(np.asarray(losses.ssim(x, x)), [1.0], atol=1e-6)
+    y = jnp.asarray(y, jnp.float32)
+    g = jax.grad(lambda v: jnp.sum(1.0 - losses.ssim(x, v)))(y)
+    assert np.all(np.isfinite(np.asarray(g)))
+    # a small step against the gradient improves SSIM
+    before = float(losses.ssim(x, y)[0])
+    after = float(losses.ssim(x, y - 1e-3 * g / jnp.max(jnp.abs(g)))[0])
+    assert after > before
+
+
+def test_l2_loss_is_tf_definition():
+    x, y = _pair(4, (2, 12, 12, 3))
+    np.testing.assert_allclose(float(losses.l2_loss(jnp.asarray(x), jnp.asarray(y))), 0.5 * np.sum((x - y) ** 2), rtol=1e-5)
+
+
+def test_ssim_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="11x11"):
+        losses.ssim(jnp.zeros((1, 10, 20, 3)), jnp.zeros((1, 10, 20, 3)))
+    with pytest.raises(ValueError, match="equal"):
+        losses.ssim(jnp.zeros((1, 20, 20, 3)), jnp.zeros((2, 20, 20, 3)))
