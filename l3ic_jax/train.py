@@ -383,9 +383,12 @@ def provenance(info: dict, which: str, val: dict | None) -> dict:
         "data": info.get("data"),
         "hyperparameters": info["config"],
         "validation": val,
-        "objective": "(l2_loss(x - y)"
-        + (f" + {info['config']['ssim_weight']:g} * sum(1 - SSIM)" if info["config"].get("ssim_weight") else "")
-        + ") * distortion_batch / batch + entropy_weight * H, hard values forward, "
+        "objective": (
+            f"(l2_loss(x - y) + {info['config']['ssim_weight']:g} * sum(1 - SSIM))"
+            if info["config"].get("ssim_weight")
+            else "l2_loss(x - y)"
+        )
+        + " * distortion_batch / batch + entropy_weight * H, hard values forward, "
         + ("identity gradient within the codebook's range"
            if info["config"].get("quantizer_gradient") == "identity" else "soft-codebook gradient"),
         "total_steps": info["step"] + steps_before(info["config"].get("init_from")),
