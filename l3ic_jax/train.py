@@ -607,7 +607,13 @@ def main(argv=None) -> int:
         path = export(a.run_dir, a.out, a.which)
         print(f"exported {path}")
         return 0
-    train(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
+    if args.data_workers < 0:
+        raise SystemExit("l3ic_jax.train: --data-workers must be 0 (automatic) or more")
+    for folder in (args.data, args.val):
+        if folder is not None and not Path(folder).is_dir():
+            raise SystemExit(f"l3ic_jax.train: no such image folder: {folder}")
+    train(args)
     return 0
 
 

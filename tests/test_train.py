@@ -216,3 +216,9 @@ def test_a_non_finite_loss_stops_without_saving_the_bad_step(tiny_data, tmp_path
         T.main(_args(tiny_data, run, "--max-steps", "8", "--ckpt-every-s", "0", "--val-every", "100"))
     _, info = T.read_state(run)
     assert info["step"] == 3  # saved after each checked step, never after the bad one
+
+
+def test_a_missing_data_folder_is_a_one_line_error(tmp_path):
+    with pytest.raises(SystemExit, match="no such image folder"):
+        T.main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
