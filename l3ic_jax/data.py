@@ -15,8 +15,10 @@ Images are picked with probability proportional to their area, so every pixel is
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +85,12 @@ def dataset_fingerprint(data: str | Path) -> dict:
     return {"folder": str(data), "files_sha256": h.hexdigest()}
 
 
+@functools.lru_cache(maxsize=None)
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    """One pool per thread count, kept for the process: a batch is cut every step."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="patches")
+
+
 class PatchSampler:
     """Random ``patch`` x ``patch`` RGB crops of in-memory uint8 images, with scale and dihedral augmentation."""
 
@@ -143,21 +151,11 @@ class PatchSampler:
             out[i] = crop
 
         if workers > 1 and n > 1:
-            list(self._pool(workers).map(make, range(n)))
+            list(_thread_pool(workers).map(make, range(n)))
         else:
             for i in range(n):
                 make(i)
         return out
-
-    def _pool(self, workers: int):
-        pool = getattr(self, "_executor", None)
-        if pool is None or pool._max_workers != workers:
-            from concurrent.futures import ThreadPoolExecutor
-
-            if pool is not None:
-                pool.shutdown()
-            pool = self._executor = ThreadPoolExecutor(workers, thread_name_prefix="patches")
-        return pool
 
 
 def center_crops(images: list[np.ndarray], size: int) -> np.ndarray:

@@ -23,7 +23,7 @@ def l2_loss(x, y):
 
 
 def _band(n: int) -> np.ndarray:
-    """The 'valid' Gaussian filtering of a length-``n`` axis as an ``(n - 10) x n`` banded matrix.
+    """The 'valid' Gaussian filtering of a length-``n`` axis as an ``(n - k + 1) x n`` banded matrix.
 
     A matrix product runs (forward and backward) on the matrix units, where 22 shifted slices per map cost a
     fifth of a training step on a CPU."""
@@ -45,10 +45,11 @@ def ssim(x, y, max_val: float = 1.0):
     """Per-image SSIM of two ``[N, H, W, C]`` batches, TensorFlow's ``tf.image.ssim`` recipe; shape ``[N]``."""
     if x.ndim != 4 or x.shape != y.shape:
         raise ValueError(f"expected two equal [N, H, W, C] batches, got {x.shape} and {y.shape}")
-    if min(x.shape[1:3]) < 11:
-        raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {x.shape[1]}x{x.shape[2]}")
-    c1 = (0.01 * max_val) ** 2
-    c2 = (0.03 * max_val) ** 2
+    k = _metrics._FILTER_SIZE
+    if min(x.shape[1:3]) < k:
+        raise ValueError(f"SSIM needs images of at least {k}x{k} pixels, got {x.shape[1]}x{x.shape[2]}")
+    c1 = (_metrics._K1 * max_val) ** 2
+    c2 = (_metrics._K2 * max_val) ** 2
     c = x.shape[-1]
     # the four local statistics, filtered in one pass: E[x], E[y], E[x^2 + y^2], E[xy]
     stats = _filter_valid(jnp.concatenate([x, y, jnp.square(x) + jnp.square(y), x * y], axis=-1))
