@@ -11,6 +11,11 @@ Augmentation, as in the original toolbox plus the usual dihedral symmetries:
 - a random element of the dihedral group (90-degree rotations times an optional flip), all 8 equally likely.
 
 Images are picked with probability proportional to their area, so every pixel is about equally likely.
+
+Optional detail weighting (``detail=T``): a patch is kept with probability ``min(1, texture / T)``, where
+texture is the mean absolute difference of neighbouring luma values (8-bit levels). Wallpaper photos are mostly
+sky and bokeh: their median 128 px patch has a texture of about 2.5, Kodak's about 7 (docs/training.md §8.5),
+and a codec trained on flat patches learns to blur the texture that SSIM rewards.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+#: Rounds of ``2 n`` candidates that detail weighting may cut for a batch of ``n`` before it gives up.
+MAX_DETAIL_ROUNDS = 64
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -101,15 +108,19 @@ class PatchSampler:
         scale_min: float = 1.0,
         scale_max: float = 2.0,
         dihedral: bool = True,
+        detail: float = 0.0,
     ):
         if not images:
             raise ValueError("PatchSampler needs at least one image")
         if not 1.0 <= scale_min <= scale_max:
             raise ValueError(f"need 1 <= scale_min <= scale_max, got {scale_min}, {scale_max}")
+        if not (detail >= 0 and math.isfinite(detail)):
+            raise ValueError(f"detail must be a finite number >= 0, got {detail}")
         self.images = images
         self.patch = int(patch)
         self.scale_min, self.scale_max = float(scale_min), float(scale_max)
         self.dihedral = bool(dihedral)
+        self.detail = float(detail)
         small = [im.shape[:2] for im in images if min(im.shape[:2]) < self.patch]
         if small:
             raise ValueError(f"{len(small)} images are smaller than the patch size {self.patch}: {small[:3]}")
@@ -125,8 +136,24 @@ class PatchSampler:
 
         Every random choice is drawn from ``rng`` before any pixel is touched, so ``workers`` threads (PIL's
         resize releases the GIL) produce exactly the batch that one thread does. On a GPU one thread cannot
-        keep up with the device; on a CPU the cores are busy with the step, and one is right.
+        keep up with the device; on a CPU the cores are busy with the step, and one is right. With ``detail``,
+        candidates are cut in rounds of ``2 n`` and kept in order while they pass, which is as deterministic.
         """
+        if self.detail <= 0:
+            return self._cut(rng, n, workers)
+        kept: list[np.ndarray] = []
+        for _ in range(MAX_DETAIL_ROUNDS):
+            if sum(len(k) for k in kept) >= n:
+                return np.concatenate(kept)[:n]
+            cand = self._cut(rng, 2 * n, workers)
+            coin = rng.random(2 * n)
+            kept.append(cand[coin * self.detail < texture(cand)])
+        raise ValueError(
+            f"detail {self.detail:g}: fewer than {n} of {MAX_DETAIL_ROUNDS * 2 * n} candidate patches passed; "
+            "the images are too flat for it (lower --detail)"
+        )
+
+    def _cut(self, rng: np.random.Generator, n: int, workers: int) -> np.ndarray:
         p = self.patch
         out = np.empty((n, p, p, 3), dtype=np.uint8)
         idx = rng.choice(len(self.images), size=n, p=self.weights)
@@ -156,6 +183,15 @@ class PatchSampler:
             for i in range(n):
                 make(i)
         return out
+
+
+def texture(patches: np.ndarray) -> np.ndarray:
+    """Mean absolute difference of horizontally and vertically neighbouring luma values (BT.601, 8-bit levels)
+    per patch of a uint8 (n, h, w, 3) batch: 0 for a flat patch, about 7 for Kodak's median 128 px patch."""
+    y = patches.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    gx = np.abs(np.diff(y, axis=2)).mean(axis=(1, 2))
+    gy = np.abs(np.diff(y, axis=1)).mean(axis=(1, 2))
+    return (gx + gy) / 2
 
 
 def center_crops(images: list[np.ndarray], size: int) -> np.ndarray:

@@ -53,7 +53,7 @@ STATE_FORMAT = "l3ic-jax-train-state"
 RUN_KEYS = (
     "n_features", "seed", "batch_size", "patch", "scale_min", "scale_max", "dihedral", "lr", "warmup_steps",
     "schedule_steps", "final_lr_ratio", "schedule", "entropy_weight", "distortion_batch", "clip_grad_norm",
-    "mixed_precision", "b1", "b2", "clip_output", "init", "quantizer_gradient", "ssim_weight",
+    "mixed_precision", "b1", "b2", "clip_output", "init", "quantizer_gradient", "ssim_weight", "detail",
 )  # fmt: skip
 
 
@@ -147,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--scale-min", type=float, default=1.0, help="smallest random downscale of a patch")
     g.add_argument("--scale-max", type=float, default=2.0, help="largest random downscale of a patch")
     g.add_argument("--no-dihedral", dest="dihedral", action="store_false", help="no random rotations/flips")
+    g.add_argument(
+        "--detail",
+        type=float,
+        default=0.0,
+        help="keep a patch with probability min(1, texture / DETAIL), texture being the mean absolute luma "
+        "difference of neighbouring pixels in 8-bit levels (Kodak's median 128 px patch: ~7); 0: keep all. "
+        "Wallpaper photos are mostly flat: 8 with --scale-min 2 --scale-max 4 matches Kodak (docs/training.md §8.5)",
+    )
     return ap
 
 
@@ -437,6 +445,7 @@ def train(args: argparse.Namespace) -> dict:
         tensors, info = read_state(run_dir)
         info["config"].setdefault("quantizer_gradient", "soft")  # states written before the option existed
         info["config"].setdefault("ssim_weight", 0.0)  # likewise: the original L2-only distortion
+        info["config"].setdefault("detail", 0.0)  # likewise: every patch kept
         changed = {k: (info["config"][k], cfg[k]) for k in RUN_KEYS if info["config"].get(k) != cfg[k]}
         if changed:
             print("resume: keeping the run's settings, ignoring " + ", ".join(f"--{k.replace('_', '-')}={v[1]} (run: {v[0]})" for k, v in changed.items()))
@@ -445,7 +454,7 @@ def train(args: argparse.Namespace) -> dict:
 
     train_dir, val_dir = _data.resolve_data_dirs(args.data, args.val)
     images, names = _data.load_images(train_dir, min_side=cfg["patch"])
-    sampler = _data.PatchSampler(images, cfg["patch"], cfg["scale_min"], cfg["scale_max"], cfg["dihedral"])
+    sampler = _data.PatchSampler(images, cfg["patch"], cfg["scale_min"], cfg["scale_max"], cfg["dihedral"], cfg["detail"])
     crops = None
     if val_dir is not None:
         val_images, val_names = _data.load_images(val_dir)
@@ -610,6 +619,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.data_workers < 0:
         raise SystemExit("l3ic_jax.train: --data-workers must be 0 (automatic) or more")
+    if not (args.detail >= 0 and math.isfinite(args.detail)):
+        raise SystemExit("l3ic_jax.train: --detail must be 0 (keep every patch) or a positive number")
     for folder in (args.data, args.val):
         if folder is not None and not Path(folder).is_dir():
             raise SystemExit(f"l3ic_jax.train: no such image folder: {folder}")

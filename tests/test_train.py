@@ -222,3 +222,55 @@ def test_a_missing_data_folder_is_a_one_line_error(tmp_path):
     with pytest.raises(SystemExit, match="no such image folder"):
         T.main(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
+
+
+def _half_flat_images() -> list[np.ndarray]:
+    """Two 96x96 images, each flat (value 128) on the left half and random noise on the right."""
+    rng = np.random.default_rng(1)
+    out = []
+    for _ in range(2):
+        im = np.full((96, 96, 3), 128, np.uint8)
+        im[:, 48:] = rng.integers(0, 256, size=(96, 48, 3), dtype=np.uint8)
+        out.append(im)
+    return out
+
+
+def test_texture_measures_neighbour_differences():
+    flat = np.full((1, 8, 8, 3), 200, np.uint8)
+    stripes = np.zeros((1, 8, 8, 3), np.uint8)
+    stripes[:, :, 1::2] = 10  # vertical stripes: horizontal neighbours differ by 10 luma levels, vertical ones by 0
+    np.testing.assert_allclose(D.texture(np.concatenate([flat, stripes])), [0.0, 5.0], rtol=1e-5)
+
+
+def test_detail_weighting_keeps_textured_patches_and_stays_deterministic():
+    images = _half_flat_images()
+    plain = D.PatchSampler(images, patch=16, scale_max=1.0, dihedral=False)
+    detailed = D.PatchSampler(images, patch=16, scale_max=1.0, dihedral=False, detail=50)
+    flat_share = lambda b: float(np.mean(D.texture(b) == 0))  # noqa: E731
+    a = plain.sample(np.random.default_rng(0), 64)
+    b = detailed.sample(np.random.default_rng(0), 64, workers=1)
+    assert flat_share(a) > 0.25  # about a third of the positions lie wholly in the flat half
+    assert flat_share(b) == 0.0  # a flat patch passes with probability 0 / detail
+    assert b.shape == (64, 16, 16, 3)
+    np.testing.assert_array_equal(detailed.sample(np.random.default_rng(0), 64, workers=4), b)
+    # detail 0 draws exactly what the sampler drew before the option existed
+    np.testing.assert_array_equal(D.PatchSampler(images, 16, 1.0, 1.0, False, 0.0).sample(np.random.default_rng(0), 64), a)
+
+
+def test_detail_weighting_on_flat_images_is_an_error_not_a_hang():
+    flat = [np.full((40, 40, 3), 90, np.uint8)]
+    with pytest.raises(ValueError, match="too flat"):
+        D.PatchSampler(flat, patch=16, detail=4).sample(np.random.default_rng(0), 2)
+    with pytest.raises(ValueError, match="detail"):
+        D.PatchSampler(flat, patch=16, detail=-1)
+
+
+def test_detail_is_a_run_setting_and_a_bad_value_writes_nothing(tiny_data, tmp_path):
+    run = tmp_path / "detail"
+    assert T.main(_args(tiny_data, run, "--max-steps", "2", "--detail", "0.5")) == 0
+    assert T.main(_args(tiny_data, run, "--max-steps", "3")) == 0  # resumed without the flag: the run's setting
+    _, info = T.read_state(run)
+    assert info["step"] == 3 and info["config"]["detail"] == 0.5
+    with pytest.raises(SystemExit, match="--detail"):
+        T.main(_args(tiny_data, tmp_path / "bad", "--detail", "-2"))
+    assert not (tmp_path / "bad").exists()

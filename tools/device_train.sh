@@ -16,6 +16,9 @@
 # tools/bundle_checkpoint.py. The device image has jax (CUDA) and numpy; wheels carried in .whl/ (this project's
 # flax and optax versions, see docs/training.md §6) are installed first so the code runs on the versions it was
 # tested with. Training needs no C build, so the tree is used as it is.
+# The patches are detail-weighted to Kodak's texture level (--scale-min 2 --scale-max 4 --detail 8, training.md
+# §8.5). A batch of 32 then takes ~75 ms of one core to cut (measured on the 2-core Xeon), ~20 ms on the 4
+# threads; if the log shows the GPU runs starved, drop --detail there (0 costs ~25 ms of a core).
 # EXTRA_TRAIN_ARGS (e.g. "--quantizer-gradient identity") is appended to each training command.
 # Build the carried data set here first: python tools/make_dataset.py --format webp --out data/photos-webp
 set -uo pipefail
@@ -38,7 +41,7 @@ pids=()
 for model in "$@"; do
   mkdir -p "runs/${model}-gpu"
   python3 -m l3ic_jax.train --n-features "${model%c}" --data data/photos-webp --out "runs/${model}-gpu" \
-    --init-from "$model" --batch-size 32 --lr 2e-4 --warmup-steps 200 --schedule-steps 20000 \
+    --init-from "$model" --scale-min 2 --scale-max 4 --detail 8 --batch-size 32 --lr 2e-4 --warmup-steps 200 --schedule-steps 20000 \
     --val-every 500 --ckpt-every-s 60 --log-every 100 --data-workers 4 --max-minutes "$minutes" ${EXTRA_TRAIN_ARGS:-} \
     >"runs/${model}-gpu/stdout.log" 2>&1 &
   pids+=($!)
