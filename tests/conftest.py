@@ -35,6 +35,20 @@ def shared_path(*parts: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def load_tool():
+    """Import a script of tools/ by name (tools/ is not a package); each call gives a fresh module."""
+    import importlib.util
+
+    def _load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "tools" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return _load
+
+
+@pytest.fixture(scope="session")
 def shared():
     return shared_path
 

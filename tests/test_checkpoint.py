@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -231,13 +230,9 @@ def test_bundled_file_must_match_its_recorded_sha256(bundled_folder):
         l3ic_jax.load("16c")
 
 
-def test_bundle_tool_records_the_sum_and_refuses_a_wrong_width(bundled_folder, tmp_path, monkeypatch, capsys):
-    import importlib.util
-
+def test_bundle_tool_records_the_sum_and_refuses_a_wrong_width(bundled_folder, tmp_path, monkeypatch, load_tool):
     folder, _ = bundled_folder
-    spec = importlib.util.spec_from_file_location("bundle_checkpoint", Path(__file__).parents[1] / "tools" / "bundle_checkpoint.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("bundle_checkpoint")
     monkeypatch.setattr(tool, "REPO", tmp_path)
     source = Codec.random(16, seed=4).save(tmp_path / "trained.safetensors")
     assert tool.main([str(source), "16c"]) == 0
@@ -248,15 +243,11 @@ def test_bundle_tool_records_the_sum_and_refuses_a_wrong_width(bundled_folder, t
         tool.main([str(source), "32c"])
 
 
-def test_bundle_tool_records_the_evaluation_in_the_provenance(bundled_folder, tmp_path, monkeypatch):
-    import importlib.util
-
+def test_bundle_tool_records_the_evaluation_in_the_provenance(bundled_folder, tmp_path, monkeypatch, load_tool):
     from PIL import Image
 
     folder, _ = bundled_folder
-    spec = importlib.util.spec_from_file_location("bundle_checkpoint", Path(__file__).parents[1] / "tools" / "bundle_checkpoint.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool("bundle_checkpoint")
     monkeypatch.setattr(tool, "REPO", tmp_path)
     images = tmp_path / "evalset"
     images.mkdir()

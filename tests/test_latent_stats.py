@@ -1,21 +1,13 @@
 """tools/latent_stats.py: the per-channel usage numbers that the training notes quote."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-TOOL = Path(__file__).parents[1] / "tools" / "latent_stats.py"
-
-
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("latent_stats", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool(load_tool):
+    return load_tool("latent_stats")
 
 
 def test_channel_stats_on_known_distributions(tool):

@@ -1,21 +1,13 @@
 """tools/texture_stats.py: the texture table behind --detail (docs/training.md §8.5)."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-TOOL = Path(__file__).parents[1] / "tools" / "texture_stats.py"
-
-
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("texture_stats", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def tool(load_tool):
+    return load_tool("texture_stats")
 
 
 def test_tiles_cover_whole_tiles_only(tool):

@@ -160,12 +160,17 @@ def test_runs_from_before_the_quantizer_gradient_option_resume_as_soft(tiny_data
     assert info["step"] == 2 and info["config"]["quantizer_gradient"] == "soft"
 
 
+def _resumed_without_the_flag(tiny_data, run, flag, value, key):
+    """Start a run with ``flag value``, resume it without the flag: the run's own setting must hold."""
+    assert T.main(_args(tiny_data, run, "--max-steps", "2", flag, value)) == 0
+    assert T.main(_args(tiny_data, run, "--max-steps", "3")) == 0
+    _, info = T.read_state(run)
+    assert info["step"] == 3 and info["config"][key] == float(value)
+
+
 def test_ssim_weight_is_a_run_setting_and_named_in_the_objective(tiny_data, tmp_path):
     run = tmp_path / "ssim"
-    assert T.main(_args(tiny_data, run, "--max-steps", "2", "--ssim-weight", "50")) == 0
-    assert T.main(_args(tiny_data, run, "--max-steps", "3")) == 0  # resumed without the flag: the run's setting
-    _, info = T.read_state(run)
-    assert info["step"] == 3 and info["config"]["ssim_weight"] == 50.0
+    _resumed_without_the_flag(tiny_data, run, "--ssim-weight", "50", "ssim_weight")
     prov = Codec.from_checkpoint(T.export(run, tmp_path / "s.safetensors", which="last")).metadata["provenance"]
     assert "50 * sum(1 - SSIM)" in prov["objective"]
 
@@ -266,11 +271,7 @@ def test_detail_weighting_on_flat_images_is_an_error_not_a_hang():
 
 
 def test_detail_is_a_run_setting_and_a_bad_value_writes_nothing(tiny_data, tmp_path):
-    run = tmp_path / "detail"
-    assert T.main(_args(tiny_data, run, "--max-steps", "2", "--detail", "0.5")) == 0
-    assert T.main(_args(tiny_data, run, "--max-steps", "3")) == 0  # resumed without the flag: the run's setting
-    _, info = T.read_state(run)
-    assert info["step"] == 3 and info["config"]["detail"] == 0.5
+    _resumed_without_the_flag(tiny_data, tmp_path / "detail", "--detail", "0.5", "detail")
     with pytest.raises(SystemExit, match="--detail"):
         T.main(_args(tiny_data, tmp_path / "bad", "--detail", "-2"))
     assert not (tmp_path / "bad").exists()
