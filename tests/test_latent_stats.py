@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+
 @pytest.fixture(scope="module")
 def tool(load_tool):
     return load_tool("latent_stats")

@@ -1,9 +1,9 @@
 """tools/texture_stats.py: the texture table behind --detail (docs/training.md §8.5)."""
 
-
 import numpy as np
 import pytest
 from PIL import Image
+
 
 @pytest.fixture(scope="module")
 def tool(load_tool):
