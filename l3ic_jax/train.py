@@ -360,7 +360,7 @@ def lineage(name: str, meta: dict) -> dict:
     steps = prov.get("steps")
     record = {"checkpoint": name, "weights_sha256": meta["weights_sha256"], "steps": steps,
               "total_steps": steps + steps_before(parent) if steps is not None else None}
-    for key in ("quantizer_gradient", "lr", "schedule_steps", "batch_size"):
+    for key in ("quantizer_gradient", "lr", "schedule_steps", "batch_size", "widened"):
         if key in hp:
             record[key] = hp[key]
     if parent:
