@@ -47,6 +47,8 @@ def test_it_refuses_to_narrow_and_a_bad_scale(tool):
     tensors = _tensors(Codec.random(16, seed=3))
     with pytest.raises(ValueError, match="can only widen"):
         tool.widen(tensors, 16)
+    with pytest.raises(ValueError, match="at most 128"):
+        tool.widen(tensors, 256)
     with pytest.raises(ValueError, match="encoder_scale"):
         tool.widen(tensors, 32, encoder_scale=0)
 

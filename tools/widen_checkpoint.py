@@ -34,6 +34,7 @@ from l3ic_jax import checkpoint  # noqa: E402
 
 ENC = "encoder/conv_8"  # 128 -> C
 DEC = "decoder/conv_0"  # C -> 512
+MAX_FEATURES = 128  # l3ic_jax.model's Encoder and Decoder refuse more
 
 
 def widen(tensors: dict[str, np.ndarray], n_features: int, *, encoder_scale: float = 0.25, seed: int = 0) -> dict:
@@ -41,6 +42,8 @@ def widen(tensors: dict[str, np.ndarray], n_features: int, *, encoder_scale: flo
     old = checkpoint.infer_n_features(tensors)
     if n_features <= old:
         raise ValueError(f"can only widen: the checkpoint has {old} channels, asked for {n_features}")
+    if n_features > MAX_FEATURES:
+        raise ValueError(f"the model takes at most {MAX_FEATURES} latent channels, asked for {n_features}")
     if not encoder_scale > 0:
         raise ValueError(f"encoder_scale must be positive, got {encoder_scale}")
     extra = n_features - old
