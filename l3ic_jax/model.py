@@ -25,6 +25,7 @@ from flax import nnx
 LRELU_ALPHA = 0.2
 N_RESIDUAL_BLOCKS = 3
 WIDTH = 128  # channels of the residual trunk in both halves
+MIN_FEATURES, MAX_FEATURES = 4, 128  # latent channels the model accepts
 
 # HWIO kernel shape of every layer, as a function of the number of latent channels C.
 ENCODER_LAYERS = {
@@ -65,6 +66,11 @@ def depth_to_space(x: jax.Array, block: int = 2) -> jax.Array:
     return x.reshape(n, h * block, w * block, c_out)
 
 
+def _check_features(n_features) -> None:
+    if not MIN_FEATURES <= int(n_features) <= MAX_FEATURES:
+        raise ValueError(f"n_features must be between {MIN_FEATURES} and {MAX_FEATURES}, got {n_features}")
+
+
 def _conv(shape, stride: int, rngs: nnx.Rngs, precision) -> nnx.Conv:
     kh, kw, cin, cout = shape
     return nnx.Conv(
@@ -88,8 +94,7 @@ class Encoder(nnx.Module):
     """
 
     def __init__(self, n_features: int, *, rngs: nnx.Rngs, precision=jax.lax.Precision.HIGHEST):
-        if not 4 <= int(n_features) <= 128:
-            raise ValueError(f"n_features must be between 4 and 128, got {n_features}")
+        _check_features(n_features)
         self.n_features = int(n_features)
         for name, shape in ENCODER_LAYERS.items():
             shape = shape(self.n_features) if callable(shape) else shape
@@ -116,8 +121,7 @@ class Decoder(nnx.Module):
     """
 
     def __init__(self, n_features: int, *, rngs: nnx.Rngs, precision=jax.lax.Precision.HIGHEST):
-        if not 4 <= int(n_features) <= 128:
-            raise ValueError(f"n_features must be between 4 and 128, got {n_features}")
+        _check_features(n_features)
         self.n_features = int(n_features)
         for name, shape in DECODER_LAYERS.items():
             shape = shape(self.n_features) if callable(shape) else shape

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from l3ic_jax import checkpoint
-from l3ic_jax.codec import Codec
+from l3ic_jax.codec import Codec, model_from_tensors, tensors_from_model
 from l3ic_jax.train import lineage
 
 
@@ -17,8 +17,8 @@ def tool(load_tool):
 
 def test_the_wider_model_keeps_the_old_channels_and_decodes_the_same_image(tool):
     narrow = Codec.random(16, seed=3)
-    wide_tensors = tool.widen(_tensors(narrow), 24, seed=1)
-    wide = Codec(_model(wide_tensors))
+    wide_tensors = tool.widen(tensors_from_model(narrow.model), 24, seed=1)
+    wide = Codec(model_from_tensors(wide_tensors))
     assert wide.n_features == 24
     x = np.random.default_rng(0).random((1, 32, 40, 3), dtype=np.float32)
 
@@ -31,7 +31,7 @@ def test_the_wider_model_keeps_the_old_channels_and_decodes_the_same_image(tool)
 
 
 def test_new_filters_have_the_requested_share_of_the_old_norm(tool):
-    tensors = _tensors(Codec.random(16, seed=3))
+    tensors = tensors_from_model(Codec.random(16, seed=3).model)
     for scale in (0.25, 1.0):
         wide = tool.widen(tensors, 32, encoder_scale=scale, seed=2)
         k = wide["encoder/conv_8/kernel"].reshape(-1, 32)
@@ -44,7 +44,7 @@ def test_new_filters_have_the_requested_share_of_the_old_norm(tool):
 
 
 def test_it_refuses_to_narrow_and_a_bad_scale(tool):
-    tensors = _tensors(Codec.random(16, seed=3))
+    tensors = tensors_from_model(Codec.random(16, seed=3).model)
     with pytest.raises(ValueError, match="can only widen"):
         tool.widen(tensors, 16)
     with pytest.raises(ValueError, match="at most 128"):
@@ -68,14 +68,3 @@ def test_the_file_keeps_the_training_chain(tool, tmp_path, capsys):
         tool.main([str(source), "8", str(tmp_path / "narrower.safetensors")])
     assert not (tmp_path / "narrower.safetensors").exists()
 
-
-def _tensors(codec: Codec) -> dict:
-    from l3ic_jax.codec import tensors_from_model
-
-    return tensors_from_model(codec.model)
-
-
-def _model(tensors: dict):
-    from l3ic_jax.codec import model_from_tensors
-
-    return model_from_tensors(tensors)
