@@ -9,8 +9,8 @@ trained narrower one's trunk starts from that model's quality instead of from it
 (function-preserving growth, as in Chen et al., "Net2Net", ICLR 2016):
 
 - the first C channels are copied unchanged;
-- the new channels' encoder filters are random (Glorot-uniform directions) with the mean norm of the inherited
-  filters times ``--encoder-scale``, biases 0, so they carry new projections of the trunk's features at a
+- the new channels' encoder filters point in random directions (uniform draws, each rescaled) with the mean norm
+  of the inherited filters times ``--encoder-scale``, biases 0, so they carry new projections of the trunk's features at a
   small amplitude (mostly the codebook's 0 and +-1, a small extra rate);
 - the decoder's weights for the new channels are 0, so the decoded image is exactly the narrower model's at the
   start, and the gradient on those weights (new latent x output error) is non-zero from the first step.
@@ -51,8 +51,7 @@ def widen(tensors: dict[str, np.ndarray], n_features: int, *, encoder_scale: flo
     out = {k: np.array(v, dtype=np.float32) for k, v in tensors.items()}
 
     kernel = out[f"{ENC}/kernel"]  # (5, 5, 128, C)
-    limit = np.sqrt(6.0 / (np.prod(kernel.shape[:3]) + n_features))  # Glorot-uniform for the wider layer
-    new = rng.uniform(-limit, limit, size=kernel.shape[:3] + (extra,)).astype(np.float32)
+    new = rng.uniform(-1.0, 1.0, size=kernel.shape[:3] + (extra,)).astype(np.float32)  # only the directions count
     norms = np.sqrt((kernel.reshape(-1, old) ** 2).sum(axis=0))
     new_norms = np.sqrt((new.reshape(-1, extra) ** 2).sum(axis=0))
     new *= (encoder_scale * norms.mean() / new_norms).astype(np.float32)
