@@ -27,22 +27,23 @@ def test_the_stored_results_cover_every_bundled_model_and_jpeg():
 
 
 def test_a_run_writes_a_doc_block_that_its_own_rd_json_reproduces(tmp_path, monkeypatch):
-    """The block and rd.json come from the same rounded numbers: a mean PSNR of 34.12496 dB, stored in rd.json
-    with 4 decimals, once printed as 34.12 in the doc but as 34.13 from rd.json. The model's mean PSNR is set to
-    such a value (31.01496: 31.01 unrounded, 31.02 from the stored 31.015) so that the check cannot pass by luck."""
+    """The block and rd.json come from the same rounded numbers: a mean PSNR just above 34.125 dB once printed
+    as 34.13 in the doc, but was stored in rd.json with 4 decimals as 34.125, which prints as 34.12. The model's
+    mean PSNR is set to such an edge (31.01496: 31.01 unrounded, 31.02 from the stored 31.015), so that the check
+    cannot pass by luck."""
     from PIL import Image
     import numpy as np
 
     summarize = rd_eval.summarize
 
-    def summarize_with_a_tie(rows):
+    def summarize_on_a_rounding_edge(rows):
         averages = summarize(rows)
         for row in averages:
             if row["kind"] == "model":
                 row["psnr"] = 31.01496
         return averages
 
-    monkeypatch.setattr(rd_eval, "summarize", summarize_with_a_tie)
+    monkeypatch.setattr(rd_eval, "summarize", summarize_on_a_rounding_edge)
 
     images = tmp_path / "images"
     images.mkdir()

@@ -44,7 +44,8 @@ for model in "$@"; do
   # weight (training.md §8.9); continuing it at the default 250 would push its rate back up.
   case $model in 32c) entropy_weight=375 ;; *) entropy_weight=250 ;; esac
   python3 -m l3ic_jax.train --n-features "${model%c}" --data data/photos-webp --out "runs/${model}-gpu" \
-    --entropy-weight "$entropy_weight" --init-from "$model" --scale-min 2 --scale-max 4 --detail 8 --batch-size 32 --lr 2e-4 --warmup-steps 200 --schedule-steps 20000 \
+    --init-from "$model" --entropy-weight "$entropy_weight" --scale-min 2 --scale-max 4 --detail 8 \
+    --batch-size 32 --lr 2e-4 --warmup-steps 200 --schedule-steps 20000 \
     --val-every 500 --ckpt-every-s 60 --log-every 100 --data-workers 4 --max-minutes "$minutes" ${EXTRA_TRAIN_ARGS:-} \
     >"runs/${model}-gpu/stdout.log" 2>&1 &
   pids+=($!)

@@ -524,8 +524,8 @@ def main(argv=None):
             log(f"merged {len(kept)} rows from {args.merge}")
         result["averages"] = summarize(result["per_image"])
         # Every output (rd.json, the CSVs, the Markdown tables, the doc block) is made from the same rounded
-        # numbers, so the doc block is reproducible from rd.json: a mean such as 34.12496 dB would otherwise
-        # print as 34.12 in the doc but be stored as 34.125, which prints as 34.12 or 34.13 by float rounding.
+        # numbers, so the doc block is reproducible from rd.json: a mean of 34.12504 dB would otherwise print
+        # as 34.13 in the doc but be stored as 34.125, which prints as 34.12.
         for key in ("per_image", "averages"):
             result[key] = [_rounded(r) for r in result[key]]
         write_outputs(result, args.out, args.no_plot)
