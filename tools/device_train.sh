@@ -19,7 +19,9 @@
 # The patches are detail-weighted to Kodak's texture level (--scale-min 2 --scale-max 4 --detail 8, training.md
 # §8.5). A batch of 32 then takes ~75 ms of one core to cut (measured on the 2-core Xeon), ~20 ms on the 4
 # threads; if the log shows the GPU runs starved, drop --detail there (0 costs ~25 ms of a core).
-# EXTRA_TRAIN_ARGS (e.g. "--quantizer-gradient identity") is appended to each training command.
+# The runs use the identity quantizer gradient, as every stage of the bundled weights since session 3 did
+# (training.md §8.3); EXTRA_TRAIN_ARGS is appended to each training command and overrides this (e.g.
+# "--quantizer-gradient soft", the original's).
 # Build the carried data set here first: python tools/make_dataset.py --format webp --out data/photos-webp
 set -uo pipefail
 minutes=${1:?usage: device_train.sh MINUTES MODEL...}
@@ -45,7 +47,7 @@ for model in "$@"; do
   case $model in 32c) entropy_weight=375 ;; *) entropy_weight=250 ;; esac
   python3 -m l3ic_jax.train --n-features "${model%c}" --data data/photos-webp --out "runs/${model}-gpu" \
     --init-from "$model" --entropy-weight "$entropy_weight" --scale-min 2 --scale-max 4 --detail 8 \
-    --batch-size 32 --lr 2e-4 --warmup-steps 200 --schedule-steps 20000 \
+    --quantizer-gradient identity --batch-size 32 --lr 2e-4 --warmup-steps 200 --schedule-steps 20000 \
     --val-every 500 --ckpt-every-s 60 --log-every 100 --data-workers 4 --max-minutes "$minutes" ${EXTRA_TRAIN_ARGS:-} \
     >"runs/${model}-gpu/stdout.log" 2>&1 &
   pids+=($!)
