@@ -42,9 +42,11 @@ out=${OUT:-.}
 pids=()
 for model in "$@"; do
   mkdir -p "runs/${model}-gpu"
-  # The bundled 32c's last stage moved its operating point towards the paper's 0.81 bpp with a higher entropy
-  # weight (training.md §8.9); continuing it at the default 250 would push its rate back up.
-  case $model in 32c) entropy_weight=375 ;; *) entropy_weight=250 ;; esac
+  # Continue at the entropy weight the bundled model was last trained with (its provenance; the 32c's is 375,
+  # training.md §8.9): the default 250 would move a model's operating point back.
+  entropy_weight=$(python3 -c 'import sys; from l3ic_jax import checkpoint as c
+print(c.load(c.resolve(sys.argv[1]))[1]["provenance"].get("hyperparameters", {}).get("entropy_weight", 250.0))' "$model") \
+    || { echo "cannot read the bundled $model" >&2; exit 3; }
   python3 -m l3ic_jax.train --n-features "${model%c}" --data data/photos-webp --out "runs/${model}-gpu" \
     --init-from "$model" --entropy-weight "$entropy_weight" --scale-min 2 --scale-max 4 --detail 8 \
     --quantizer-gradient identity --batch-size 32 --lr 2e-4 --warmup-steps 200 --schedule-steps 20000 \

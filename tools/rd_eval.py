@@ -395,23 +395,24 @@ def _json_text(result: dict) -> str:
     head = {k: v for k, v in result.items() if k not in ("averages", "per_image")}
     parts = [json.dumps(head, indent=1)[:-2]]
     for key in ("averages", "per_image"):
-        rows = ",\n".join("  " + json.dumps(_rounded(r), ensure_ascii=False) for r in result[key])
+        rows = ",\n".join("  " + json.dumps(r, ensure_ascii=False) for r in result[key])
         parts.append(f',\n "{key}": [\n{rows}\n ]')
     return "".join(parts) + "\n}\n"
 
 
 def write_outputs(result, out: Path, no_plot: bool):
+    """rd.json, the CSVs, the tables and the figure, all from ``result`` as it is (rounded once, in ``main``)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "rd.json").write_text(_json_text(result))
     fields = ["codec", "kind", "setting", "param", "target_bpp", "image", "height", "width", "bytes", *METRICS]
     with open(out / "rd_per_image.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
-        w.writerows(_rounded(r) for r in result["per_image"])
+        w.writerows(result["per_image"])
     with open(out / "rd_summary.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["codec", "kind", "setting", "n_images", "target_bpp", *METRICS])
         w.writeheader()
-        w.writerows(_rounded(r) for r in result["averages"])
+        w.writerows(result["averages"])
     (out / "rd_tables.md").write_text(markdown_tables(result))
     log(f"wrote {out}/rd.json, rd_per_image.csv, rd_summary.csv, rd_tables.md")
     if not no_plot:

@@ -10,8 +10,8 @@ trained narrower one's trunk starts from that model's quality instead of from it
 
 - the first C channels are copied unchanged;
 - the new channels' encoder filters point in random directions (uniform draws, each rescaled) with the mean norm
-  of the inherited filters times ``--encoder-scale``, biases 0, so they carry new projections of the trunk's features at a
-  small amplitude (mostly the codebook's 0 and +-1, a small extra rate);
+  of the inherited filters times ``--encoder-scale``, biases 0, so they carry new projections of the trunk's
+  features at a small amplitude (mostly the codebook's 0 and +-1, a small extra rate);
 - the decoder's weights for the new channels are 0, so the decoded image is exactly the narrower model's at the
   start, and the gradient on those weights (new latent x output error) is non-zero from the first step.
 
