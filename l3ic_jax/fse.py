@@ -22,6 +22,9 @@ from typing import Sequence, Union
 
 from . import _fse
 
+if getattr(_fse, "__file__", None) is None:  # the folder of C sources, imported as a namespace package: no build
+    raise ImportError("the FSE extension l3ic_jax._fse is not built (a source tree without `pip install -e .`)")
+
 __all__ = [
     "compress",
     "decompress",

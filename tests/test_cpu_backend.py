@@ -183,3 +183,32 @@ def test_winograd_plan_parsing(monkeypatch):
     assert cpu_backend.winograd_plan() == {"*": 4}
     with pytest.raises(ValueError):
         cpu_backend.winograd_plan("3")
+
+
+def test_source_tree_without_a_build_falls_back(tmp_path):
+    """A source tree with no compiled extensions (what the GPU machine trains from) imports and runs on XLA.
+
+    There ``l3ic_jax/_cpu`` and ``l3ic_jax/_fse`` are folders of C sources, which Python imports as empty namespace
+    packages rather than failing: the codec must treat them as absent, and the FSE module must say it is not built.
+    """
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(l3ic_jax.__file__).parent
+    shutil.copytree(src, tmp_path / "l3ic_jax", ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    code = (
+        "import l3ic_jax, l3ic_jax.train\n"
+        f"assert l3ic_jax.__file__.startswith({str(tmp_path)!r}), l3ic_jax.__file__\n"
+        "assert l3ic_jax.cpu_backend._cpu is None and not l3ic_jax.cpu_backend.supported()\n"
+        "try:\n"
+        "    import l3ic_jax.fse\n"
+        "except ImportError as e:\n"
+        "    assert 'not built' in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('l3ic_jax.fse imported without its extension')\n"
+        "print('ok')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]

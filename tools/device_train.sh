@@ -1,33 +1,46 @@
 #!/usr/bin/env bash
 # Continue training the bundled models on the lent GPU machine, all at once, within one device call.
 #
-#   device run, carry ["data/photos-webp", ".whl"]:  bash tools/device_train.sh 8 16c 32c 64c
+#   device run, carry ["data/photos-f3w"], timeout_s 600:
+#     DATA=data/photos-f3w bash tools/device_train.sh 7 64c 64c:lr=5e-5 32c
 #
-# The models train side by side on the one GPU (one process each, each allowed a share of its memory): the
-# network is small, so a single run leaves most of an H100 idle, and three runs in parallel finish three times the
-# work of three runs in a row in the same 10-minute call. Each trains for MINUTES in runs/<name>-gpu, started from
-# the bundled weights (--init-from) on the first call and resumed exactly on later calls while the machine stays
-# warm (runs/ is kept there between calls). Keep MINUTES + about 1.5 (start-up, compilation, export) under 10.
-# A task that draws a GPU now has 15 minutes of device time in all, machine start included: one call of
-# `device_train.sh 8 ...` is what fits. Each run cuts its patches with 4 threads (--data-workers), so that the
-# host keeps up with the GPU; the batches are the same as with one.
+# Each argument after MINUTES is a run: a bundled model name, optionally followed by ":key=value" pairs that are
+# passed on as "--key value" after the defaults below (so they override them); the run is named after the whole
+# spec (64c:lr=5e-5 trains in runs/64c-lr-5e-5-gpu and comes back as l3ic-64c-lr-5e-5.safetensors). At most
+# three runs: each returns its weights and its log, and $OUT returns at most 8 files.
+# The runs train side by side on the one GPU (one process each, each allowed a share of its memory): the network
+# is small, and three runs of batch 32 side by side made 19-20 steps/s each on an H200 (training.md §6). Each
+# trains for MINUTES in its run folder, started from the bundled weights (--init-from) on the first call and
+# resumed exactly on later calls while the machine stays warm (runs/ is kept there between calls). The call took
+# MINUTES + 1.6 minutes in session 15: keep MINUTES at 7 for a 600 s call. A task that draws a GPU has 15 minutes
+# of device time in all, machine start included: one call is what fits.
+# The host cuts the patches with the cores shared out among the runs (--data-workers); the batches are the same
+# for any number of workers.
 #
-# The exported weights come back in $OUT (about 10 MB each) with each run's log; put them in place here with
-# tools/bundle_checkpoint.py. The device image has jax (CUDA) and numpy; wheels carried in .whl/ (this project's
-# flax and optax versions, see docs/training.md §6) are installed first so the code runs on the versions it was
-# tested with. Training needs no C build, so the tree is used as it is.
-# The patches are detail-weighted to Kodak's texture level (--scale-min 2 --scale-max 4 --detail 8, training.md
-# §8.5). A batch of 32 then takes ~75 ms of one core to cut (measured on the 2-core Xeon), ~20 ms on the 4
-# threads; if the log shows the GPU runs starved, drop --detail there (0 costs ~25 ms of a core).
+# The weights come back in $OUT (about 10 MB each) with each run's log; put them in place here with
+# tools/bundle_checkpoint.py. Every minute the best weights so far are copied there too, so that a call cut off at
+# its limit still returns them. The device image has jax (CUDA), flax and optax. Wheels carried in .whl/ are
+# installed first when present, and a smoke test (one training step of the 16c) falls back to the image's own
+# packages when they fail: this project's flax 0.12.8 does not import under the image's jax 0.11.2 (training.md
+# §6), so carry none with that image. Training needs no C build, so the tree is used as it is.
+#
+# DATA is the photo set (default data/photos-webp). The working tree and the carried paths must come to 64 MiB,
+# and the tree alone is ~34 MB (the bundled weights), so a set downscaled 3x in WebP (25 MB) is what fits:
+#   python tools/make_dataset.py --factor 3 --format webp --out data/photos-f3w
+# The patch scales are read from the set's manifest so that the patches are those of the CPU runs whatever the
+# factor: crops of 4-8x the patch side in source pixels (--scale-min 2 --scale-max 4 on the 2x set, training.md
+# §8.5), detail-weighted (--detail 8, measured on the resized patch, so independent of the factor).
 # The runs use the identity quantizer gradient, as every stage of the bundled weights since session 3 did
-# (training.md §8.3); EXTRA_TRAIN_ARGS is appended to each training command and overrides this (e.g.
-# "--quantizer-gradient soft", the original's).
-# Build the carried data set here first: python tools/make_dataset.py --format webp --out data/photos-webp
+# (training.md §8.3), batch 32 at peak lr 1e-4 (2e-4 diverged for the 64c, training.md §6), and a cosine over
+# SCHEDULE_STEPS (default 8000, about what 7 minutes hold) that then holds 5 % of the peak until MINUTES run out.
+# EXTRA_TRAIN_ARGS is appended to every run's command.
 set -uo pipefail
-minutes=${1:?usage: device_train.sh MINUTES MODEL...}
+minutes=${1:?usage: device_train.sh MINUTES MODEL[:key=value...]...}
 shift
-[ $# -gt 0 ] || { echo "usage: device_train.sh MINUTES MODEL..." >&2; exit 2; }
-[ -d data/photos-webp ] || { echo "data/photos-webp is missing: build it and name it in carry" >&2; exit 2; }
+[ $# -gt 0 ] || { echo "usage: device_train.sh MINUTES MODEL[:key=value...]..." >&2; exit 2; }
+[ $# -le 3 ] || { echo "at most 3 runs: \$OUT returns at most 8 files (2 a run)" >&2; exit 2; }
+data=${DATA:-data/photos-webp}
+[ -d "$data" ] || { echo "$data is missing: build it and name it in carry" >&2; exit 2; }
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || exit 3
@@ -36,33 +49,77 @@ fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # Each process may take this share of the GPU's memory (JAX would otherwise reserve 75 % for the first one).
 export XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $#, 3))")
-python3 -c "import jax, flax, optax; print('devices:', jax.devices(), 'jax', jax.__version__, 'flax', flax.__version__)" \
-  || exit 3
+# One training step of the 16c first (about half a minute): if the carried flax and optax do not work with the
+# image's jax, fall back to the image's own rather than lose the call.
+smoke() {
+  rm -rf /tmp/smoke-run
+  python3 -c "import jax, flax, optax; print('devices:', jax.devices(), 'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__)" \
+    && python3 -m l3ic_jax.train --n-features 16 --data "$data" --out /tmp/smoke-run --init-from 16c --batch-size 2 \
+      --max-steps 1 --val-every 1000 --log-every 1 >/tmp/smoke.log 2>&1 \
+    || { tail -n 20 /tmp/smoke.log 2>/dev/null; return 1; }
+}
+if ! smoke; then
+  case "$PYTHONPATH" in */tmp/site*) ;; *) exit 3 ;; esac
+  echo "the carried wheels failed: using the image's flax and optax" >&2
+  export PYTHONPATH="$PWD"
+  smoke || exit 3
+fi
+scales=$(python3 -c 'import json, sys; f = json.load(open(sys.argv[1] + "/manifest.json"))["factor"]
+assert f <= 4, f"the set is downscaled {f}x; at most 4x keeps the patches of the CPU runs"
+print(f"--scale-min {4 / f:.6g} --scale-max {8 / f:.6g}")' "$data") || exit 2
+cores=$(nproc)
+workers=$(( (cores - $#) / $# )); [ "$workers" -ge 1 ] || workers=1; [ "$workers" -le 8 ] || workers=8
+echo "data $data ($scales), $# runs, $workers data workers each"
 out=${OUT:-.}
-pids=()
-for model in "$@"; do
-  mkdir -p "runs/${model}-gpu"
+pids=() labels=()
+for spec in "$@"; do
+  model=${spec%%:*}
+  label=$(printf '%s' "$spec" | tr ':=,' '---')
+  extra=()
+  if [ "$spec" != "$model" ]; then
+    IFS=: read -ra pairs <<<"${spec#*:}"
+    for kv in "${pairs[@]}"; do extra+=("--${kv%%=*}" "${kv#*=}"); done
+  fi
+  run="runs/${label}-gpu"
+  mkdir -p "$run"
   # Continue at the entropy weight the bundled model was last trained with, read from its provenance (the 32c's
-  # and the 64c's differ from 250, training.md §8.9-§8.13): the default 250 would move a model's operating point back.
+  # and the 64c's differ from 250, training.md §8.9-§8.14): the default 250 would move a model's operating point back.
   entropy_weight=$(python3 -c 'import sys; from l3ic_jax import checkpoint as c
 print(c.load(c.resolve(sys.argv[1]))[1]["provenance"].get("hyperparameters", {}).get("entropy_weight", 250.0))' "$model") \
     || { echo "cannot read the bundled $model" >&2; exit 3; }
-  python3 -m l3ic_jax.train --n-features "${model%c}" --data data/photos-webp --out "runs/${model}-gpu" \
-    --init-from "$model" --entropy-weight "$entropy_weight" --scale-min 2 --scale-max 4 --detail 8 \
-    --quantizer-gradient identity --batch-size 32 --lr 2e-4 --warmup-steps 200 --schedule-steps 20000 \
-    --val-every 500 --ckpt-every-s 60 --log-every 100 --data-workers 4 --max-minutes "$minutes" ${EXTRA_TRAIN_ARGS:-} \
-    >"runs/${model}-gpu/stdout.log" 2>&1 &
-  pids+=($!)
+  echo "run $label: $model, entropy weight $entropy_weight ${extra[*]}"
+  python3 -m l3ic_jax.train --n-features "${model%c}" --data "$data" --out "$run" \
+    --init-from "$model" --entropy-weight "$entropy_weight" $scales --detail 8 \
+    --quantizer-gradient identity --batch-size 32 --lr 1e-4 --warmup-steps 200 --schedule-steps "${SCHEDULE_STEPS:-8000}" \
+    --val-every 500 --ckpt-every-s 60 --log-every 250 --data-workers "$workers" --max-minutes "$minutes" \
+    "${extra[@]}" ${EXTRA_TRAIN_ARGS:-} >"$run/stdout.log" 2>&1 &
+  pids+=($!) labels+=("$label")
 done
+# Every minute, the best weights so far to $OUT (through a temporary name, so that no half-copied file comes back).
+(
+  while sleep 60; do
+    for label in "${labels[@]}"; do
+      f="runs/${label}-gpu/best.safetensors"
+      [ -f "$f" ] && cp "$f" "$out/.partial" && mv "$out/.partial" "$out/l3ic-${label}.safetensors"
+    done
+  done
+) &
+copier=$!
 status=0
 for i in "${!pids[@]}"; do
-  model=${@:$((i + 1)):1}
+  label=${labels[$i]}
   if ! wait "${pids[$i]}"; then
-    echo "training $model failed:" >&2
+    echo "training $label failed:" >&2
     status=4
   fi
-  tail -n 5 "runs/${model}-gpu/stdout.log"
-  cp "runs/${model}-gpu/log.jsonl" "$out/log-${model}.jsonl" 2>/dev/null
-  python3 -m l3ic_jax.train export "runs/${model}-gpu" "$out/l3ic-${model}.safetensors" || status=4
+  tail -n 6 "runs/${label}-gpu/stdout.log"
+  cp "runs/${label}-gpu/log.jsonl" "$out/log-${label}.jsonl" 2>/dev/null
 done
+kill "$copier" 2>/dev/null; wait "$copier" 2>/dev/null; rm -f "$out/.partial"
+exports=()
+for label in "${labels[@]}"; do
+  python3 -m l3ic_jax.train export "runs/${label}-gpu" "$out/l3ic-${label}.safetensors" &
+  exports+=($!)
+done
+for pid in "${exports[@]}"; do wait "$pid" || status=4; done
 exit $status
