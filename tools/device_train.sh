@@ -2,7 +2,7 @@
 # Continue training the bundled models on the lent GPU machine, all at once, within one device call.
 #
 #   device run, carry ["data/photos-f3w"], timeout_s 600:
-#     DATA=data/photos-f3w bash tools/device_train.sh 7 64c 64c:lr=5e-5 32c
+#     bash tools/device_train.sh 7 16c 32c 64c          # or e.g. 7 64c 64c:lr=5e-5 32c
 #
 # Each argument after MINUTES is a run: a bundled model name, optionally followed by ":key=value" pairs that are
 # passed on as "--key value" after the defaults below (so they override them); the run is named after the whole
@@ -24,7 +24,7 @@
 # packages when they fail: this project's flax 0.12.8 does not import under the image's jax 0.11.2 (training.md
 # §6), so carry none with that image. Training needs no C build, so the tree is used as it is.
 #
-# DATA is the photo set (default data/photos-webp). The working tree and the carried paths must come to 64 MiB,
+# DATA is the photo set (default data/photos-f3w). The working tree and the carried paths must come to 64 MiB,
 # and the tree alone is ~34 MB (the bundled weights), so a set downscaled 3x in WebP (25 MB) is what fits:
 #   python tools/make_dataset.py --factor 3 --format webp --out data/photos-f3w
 # The patch scales are read from the set's manifest so that the patches are those of the CPU runs whatever the
@@ -39,7 +39,7 @@ minutes=${1:?usage: device_train.sh MINUTES MODEL[:key=value...]...}
 shift
 [ $# -gt 0 ] || { echo "usage: device_train.sh MINUTES MODEL[:key=value...]..." >&2; exit 2; }
 [ $# -le 3 ] || { echo "at most 3 runs: \$OUT returns at most 8 files (2 a run)" >&2; exit 2; }
-data=${DATA:-data/photos-webp}
+data=${DATA:-data/photos-f3w}
 [ -d "$data" ] || { echo "$data is missing: build it and name it in carry" >&2; exit 2; }
 if compgen -G ".whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
