@@ -24,16 +24,11 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ._native import load_extension
 from .model import ENCODER_STRIDES, N_RESIDUAL_BLOCKS
 
-try:  # the extension is optional: without it (or without AVX-512) the codec stays on XLA
-    from . import _cpu
-except ImportError:  # pragma: no cover - source checkouts without a build
-    _cpu = None
-if _cpu is not None and getattr(_cpu, "__file__", None) is None:
-    # In a source tree without a build, ``_cpu`` is the folder of C sources, which Python imports as an empty
-    # namespace package: that is no extension either (training on a bare GPU machine runs from such a tree).
-    _cpu = None
+# The extension is optional: without it (or without AVX-512) the codec stays on XLA.
+_cpu = load_extension("_cpu")
 
 PAD_BEFORE = 2  # zero rows/columns before each activation (5x5 SAME needs up to 2, 3x3 needs 1)
 PAD_AFTER = 4  # after: F(4x4) tiles read up to 3 past the last row/column, 5x5 up to 2

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from typing import Sequence, Union
 
-from . import _fse
+from ._native import load_extension
 
-if getattr(_fse, "__file__", None) is None:  # the folder of C sources, imported as a namespace package: no build
-    raise ImportError("the FSE extension l3ic_jax._fse is not built (a source tree without `pip install -e .`)")
+_fse = load_extension("_fse", required=True)
 
 __all__ = [
     "compress",
