@@ -12,8 +12,10 @@ import os
 
 from setuptools import Extension, setup
 
-_FSE_DIR = "l3ic_jax/_fse"
-_CPU_DIR = "l3ic_jax/_cpu"
+# The C sources live outside the package folder: a folder named like an extension (l3ic_jax/_fse) would be
+# imported as an empty namespace package from a source tree without a build.
+_FSE_DIR = "csrc/fse"
+_CPU_DIR = "csrc/cpu"
 
 _cflags = ["-std=c99", "-Wall", "-Wextra"]
 _ldflags = []

@@ -3,7 +3,7 @@
 Why this module: the original l3ic codec stores each latent channel with the one-shot ``FSE_compress`` /
 ``FSE_decompress`` calls of Yann Collet's FSE library (through pkorus/pyfse). Reproducing those bytes exactly keeps
 our streams readable by the original tools and theirs by us. The coder is our own C implementation
-(``l3ic_jax/_fse``, written from the format description, not from the library), reached through a thin binding that
+(``csrc/fse``, written from the format description, not from the library), reached through a thin binding that
 releases the GIL, so channels can also be coded in parallel (``compress_batch`` / ``decompress_batch``).
 
 Results follow the reference: ``compress`` returns the stream, or raises :class:`NotCompressibleError` (the

@@ -185,11 +185,13 @@ def test_winograd_plan_parsing(monkeypatch):
         cpu_backend.winograd_plan("3")
 
 
-def test_source_tree_without_a_build_falls_back(tmp_path):
+@pytest.mark.parametrize("leftover_folders", [False, True], ids=["bare", "leftover-source-folders"])
+def test_source_tree_without_a_build_falls_back(tmp_path, leftover_folders):
     """A source tree with no compiled extensions (what the GPU machine trains from) imports and runs on XLA.
 
-    There ``l3ic_jax/_cpu`` and ``l3ic_jax/_fse`` are folders of C sources, which Python imports as empty namespace
-    packages rather than failing: the codec must treat them as absent, and the FSE module must say it is not built.
+    The codec must run without ``_cpu``, and the FSE module must say it is not built. With leftover folders named
+    ``l3ic_jax/_cpu`` and ``l3ic_jax/_fse`` (where the C sources were before ``csrc/``), which Python imports as
+    empty namespace packages rather than failing, the same must hold.
     """
     import shutil
     import subprocess
@@ -198,7 +200,15 @@ def test_source_tree_without_a_build_falls_back(tmp_path):
 
     src = Path(l3ic_jax.__file__).parent
     shutil.copytree(src, tmp_path / "l3ic_jax", ignore=shutil.ignore_patterns("*.so", "*.pyd", "__pycache__"))
+    if leftover_folders:
+        for name in ("_cpu", "_fse"):
+            (tmp_path / "l3ic_jax" / name).mkdir()
+            (tmp_path / "l3ic_jax" / name / f"{name[1:]}_core.c").write_text("/* a stale source file */\n")
     code = (
+        # The machine this stands for has no install of the package: drop an editable install's import hook, which
+        # would otherwise find the built extensions of the checkout the tests run from.
+        "import sys\n"
+        "sys.meta_path[:] = [f for f in sys.meta_path if not f.__module__.startswith('__editable__')]\n"
         "import l3ic_jax, l3ic_jax.train\n"
         f"assert l3ic_jax.__file__.startswith({str(tmp_path)!r}), l3ic_jax.__file__\n"
         "assert l3ic_jax.cpu_backend._cpu is None and not l3ic_jax.cpu_backend.supported()\n"

@@ -505,7 +505,7 @@ def test_c_driver(tmp_path):
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         pytest.skip("no C compiler")
-    src = REPO / "l3ic_jax" / "_fse"
+    src = REPO / "csrc" / "fse"
     exe = tmp_path / "test_fse_core"
     subprocess.run(
         [cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{src}", "-o", str(exe),

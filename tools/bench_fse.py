@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-FSE_SRC = REPO / "l3ic_jax" / "_fse"
+FSE_SRC = REPO / "csrc" / "fse"
 REFERENCE = {  # reference FSE library, C, gcc -O3, one thread, this machine type (from the task brief)
     "lap32400": {"compress": 559.0, "decompress": 719.0},
     "text1MiB": {"compress": 590.0, "decompress": 766.0},

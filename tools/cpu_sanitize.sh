@@ -10,7 +10,7 @@ set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-git -C "$repo" ls-files -z l3ic_jax setup.py pyproject.toml README.md | (cd "$repo" && xargs -0 cp --parents -t "$work")
+git -C "$repo" ls-files -z l3ic_jax csrc setup.py pyproject.toml README.md | (cd "$repo" && xargs -0 cp --parents -t "$work")
 cd "$work"
 L3IC_FSE_DEBUG=1 python setup.py -q build_ext --inplace >/dev/null 2>&1 || { echo "sanitizer build failed" >&2; exit 1; }
 LD_PRELOAD="$(gcc -print-file-name=libasan.so)" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \

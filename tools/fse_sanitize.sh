@@ -10,7 +10,7 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-src="$repo/l3ic_jax/_fse"
+src="$repo/csrc/fse"
 mode=asan
 iters=2000
 seed=1
