@@ -20,10 +20,8 @@ and a codec trained on flat patches learns to blur the texture that SSIM rewards
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -92,14 +90,13 @@ def dataset_fingerprint(data: str | Path) -> dict:
     return {"folder": str(data), "files_sha256": h.hexdigest()}
 
 
-@functools.lru_cache(maxsize=None)
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    """One pool per thread count, kept for the process: a batch is cut every step."""
-    return ThreadPoolExecutor(workers, thread_name_prefix="patches")
-
-
 class PatchSampler:
-    """Random ``patch`` x ``patch`` RGB crops of in-memory uint8 images, with scale and dihedral augmentation."""
+    """Random ``patch`` x ``patch`` RGB crops of in-memory uint8 images, with scale and dihedral augmentation.
+
+    ``workers`` > 1 cuts the patches in that many worker processes (started on first use, each holding a copy of
+    the images; :meth:`close` or a ``with`` block ends them). Processes, not threads: a GPU consumes patches
+    faster than one Python process cuts them, and threads share one interpreter lock (training.md §5).
+    """
 
     def __init__(
         self,
@@ -109,6 +106,7 @@ class PatchSampler:
         scale_max: float = 2.0,
         dihedral: bool = True,
         detail: float = 0.0,
+        workers: int = 1,
     ):
         if not images:
             raise ValueError("PatchSampler needs at least one image")
@@ -116,73 +114,151 @@ class PatchSampler:
             raise ValueError(f"need 1 <= scale_min <= scale_max, got {scale_min}, {scale_max}")
         if not (detail >= 0 and math.isfinite(detail)):
             raise ValueError(f"detail must be a finite number >= 0, got {detail}")
+        if int(workers) < 1:
+            raise ValueError(f"workers must be 1 or more, got {workers}")
         self.images = images
         self.patch = int(patch)
         self.scale_min, self.scale_max = float(scale_min), float(scale_max)
         self.dihedral = bool(dihedral)
         self.detail = float(detail)
+        self.workers = int(workers)
         small = [im.shape[:2] for im in images if min(im.shape[:2]) < self.patch]
         if small:
             raise ValueError(f"{len(small)} images are smaller than the patch size {self.patch}: {small[:3]}")
         areas = np.array([im.shape[0] * im.shape[1] for im in images], dtype=np.float64)
         self.weights = areas / areas.sum()
+        self._shapes = np.array([im.shape[:2] for im in images], dtype=np.int64)
+        self._pool = None
+        self._acceptance = 0.5  # running share of candidates that pass the detail test; only sizes the work
 
     @property
     def megapixels(self) -> float:
         return sum(im.shape[0] * im.shape[1] for im in self.images) / 1e6
 
-    def sample(self, rng: np.random.Generator, n: int, workers: int = 1) -> np.ndarray:
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` patches, uint8 (n, patch, patch, 3); the only randomness is ``rng``.
 
-        Every random choice is drawn from ``rng`` before any pixel is touched, so ``workers`` threads (PIL's
-        resize releases the GIL) produce exactly the batch that one thread does. On a GPU one thread cannot
-        keep up with the device; on a CPU the cores are busy with the step, and one is right. With ``detail``,
-        candidates are cut in rounds of ``2 n`` and kept in order while they pass, which is as deterministic.
+        Every random choice is drawn from ``rng`` before any pixel is touched, so any number of workers produces
+        exactly the batch that one does. With ``detail``, candidates are drawn in rounds of ``2 n`` and kept in
+        order while they pass; a round's candidates after the ``n``-th kept one are drawn but never cut.
         """
         if self.detail <= 0:
-            return self._cut(rng, n, workers)
+            return self._render(self._draw(rng, n), with_texture=False)[0]
         kept: list[np.ndarray] = []
+        have = 0
         for _ in range(MAX_DETAIL_ROUNDS):
-            if sum(len(k) for k in kept) >= n:
-                return np.concatenate(kept)[:n]
-            cand = self._cut(rng, 2 * n, workers)
+            plan = self._draw(rng, 2 * n)
             coin = rng.random(2 * n)
-            kept.append(cand[coin * self.detail < texture(cand)])
+            pos = 0
+            while pos < 2 * n and have < n:
+                # Cut about as many candidates as should still pass (at least one per worker); any split of
+                # the round gives the same patches.
+                want = math.ceil(1.2 * (n - have) / max(self._acceptance, 0.05))
+                stop = min(2 * n, pos + max(want, self.workers))
+                patches, tex = self._render({k: v[pos:stop] for k, v in plan.items()}, with_texture=True)
+                passed = coin[pos:stop] * self.detail < tex
+                self._acceptance = 0.9 * self._acceptance + 0.1 * float(np.mean(passed))
+                kept.append(patches[passed])
+                have += int(passed.sum())
+                pos = stop
+            if have >= n:
+                return np.concatenate(kept)[:n]
         raise ValueError(
             f"detail {self.detail:g}: fewer than {n} of {MAX_DETAIL_ROUNDS * 2 * n} candidate patches passed; "
             "the images are too flat for it (lower --detail)"
         )
 
-    def _cut(self, rng: np.random.Generator, n: int, workers: int) -> np.ndarray:
+    def _draw(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        """The random choices of ``n`` candidate patches, in the order the stream has always drawn them."""
         p = self.patch
-        out = np.empty((n, p, p, 3), dtype=np.uint8)
         idx = rng.choice(len(self.images), size=n, p=self.weights)
         log_s = rng.uniform(math.log(self.scale_min), math.log(self.scale_max), size=n)
         u = rng.random((n, 2))  # crop position, as fractions of the free range
         k = rng.integers(0, 4, size=n)  # quarter turns
         flip = rng.integers(0, 2, size=n)
+        h, w = self._shapes[idx, 0], self._shapes[idx, 1]
+        side = np.array([min(round(p * math.exp(s)), hh, ww) for s, hh, ww in zip(log_s, h, w)], dtype=np.int64)
+        y0 = (u[:, 0] * (h - side + 1)).astype(np.int64)
+        x0 = (u[:, 1] * (w - side + 1)).astype(np.int64)
+        return {"idx": idx, "side": side, "y0": y0, "x0": x0, "k": k, "flip": flip}
 
-        def make(i: int) -> None:
-            im = self.images[idx[i]]
-            h, w = im.shape[:2]
-            c = int(min(round(p * math.exp(log_s[i])), h, w))
-            y0 = int(u[i, 0] * (h - c + 1))
-            x0 = int(u[i, 1] * (w - c + 1))
-            crop = im[y0 : y0 + c, x0 : x0 + c]
-            if c != p:
-                crop = np.asarray(Image.fromarray(crop).resize((p, p), Image.Resampling.BILINEAR))
-            if self.dihedral:
-                crop = np.rot90(crop, k[i])
-                if flip[i]:
-                    crop = crop[:, ::-1]
-            out[i] = crop
+    def _render(self, plan: dict[str, np.ndarray], with_texture: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """(patches, their texture or None) of a plan, cut here or shared out among the worker processes."""
+        n = len(plan["idx"])
+        if self.workers == 1 or n < 2:
+            return _cut(self.images, self.patch, self.dihedral, plan, with_texture)
+        if self._pool is None:
+            self._pool = _start_pool(self.workers, self.images, self.patch, self.dihedral)
+        bounds = np.linspace(0, n, min(self.workers, n) + 1).round().astype(int)
+        parts = [
+            self._pool.submit(_cut_in_worker, {k: v[a:b] for k, v in plan.items()}, with_texture)
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]
+        results = [f.result() for f in parts]
+        patches = np.concatenate([r[0] for r in results])
+        return patches, (np.concatenate([r[1] for r in results]) if with_texture else None)
 
-        if workers > 1 and n > 1:
-            list(_thread_pool(workers).map(make, range(n)))
-        else:
-            for i in range(n):
-                make(i)
-        return out
+    def close(self) -> None:
+        """End the worker processes, if any were started (sampling afterwards starts new ones)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> "PatchSampler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _cut(images, patch: int, dihedral: bool, plan: dict[str, np.ndarray], with_texture: bool):
+    """Cut, resize, turn and flip the patches of a plan; the texture of each as cut (one at a time, so that
+    the values do not depend on how a batch is split)."""
+    n = len(plan["idx"])
+    out = np.empty((n, patch, patch, 3), dtype=np.uint8)
+    tex = np.empty(n, dtype=np.float32) if with_texture else None
+    for i in range(n):
+        c, y0, x0 = int(plan["side"][i]), int(plan["y0"][i]), int(plan["x0"][i])
+        crop = images[plan["idx"][i]][y0 : y0 + c, x0 : x0 + c]
+        if c != patch:
+            crop = np.asarray(Image.fromarray(crop).resize((patch, patch), Image.Resampling.BILINEAR))
+        if dihedral:
+            crop = np.rot90(crop, plan["k"][i])
+            if plan["flip"][i]:
+                crop = crop[:, ::-1]
+        out[i] = crop
+        if with_texture:
+            tex[i] = texture(out[i : i + 1])[0]
+    return out, tex
+
+
+# -- worker processes ---------------------------------------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _start_pool(workers: int, images, patch: int, dihedral: bool):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: the parent runs JAX's threads, and a forked child may inherit a held lock.
+    return ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+        initargs=(images, patch, dihedral),
+    )  # fmt: skip
+
+
+def _init_worker(images, patch: int, dihedral: bool) -> None:
+    import signal
+
+    # Ctrl-C and SIGTERM go to the whole process group: the parent stops training cleanly and then ends the
+    # workers, which must not die first. A worker whose parent is gone exits when its task queue closes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _WORKER.update(images=images, patch=patch, dihedral=dihedral)
+
+
+def _cut_in_worker(plan: dict[str, np.ndarray], with_texture: bool):
+    return _cut(_WORKER["images"], _WORKER["patch"], _WORKER["dihedral"], plan, with_texture)
 
 
 def texture(patches: np.ndarray) -> np.ndarray:

@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-workers",
         type=int,
         default=0,
-        help="threads that cut and resize patches (the batches are the same for any number); 0: one on a CPU "
-        "backend, where the cores run the step, else min(8, cores)",
+        help="processes that cut and resize patches (the batches are the same for any number; each holds a copy "
+        "of the images); 0: none on a CPU backend, where the cores run the step (patches are cut between steps), "
+        "else min(8, cores)",
     )
     g.add_argument("--log-every", type=int, default=20, help="steps between progress lines")
     g.add_argument("--val-every", type=int, default=500, help="steps between validations")
@@ -454,7 +455,10 @@ def train(args: argparse.Namespace) -> dict:
 
     train_dir, val_dir = _data.resolve_data_dirs(args.data, args.val)
     images, names = _data.load_images(train_dir, min_side=cfg["patch"])
-    sampler = _data.PatchSampler(images, cfg["patch"], cfg["scale_min"], cfg["scale_max"], cfg["dihedral"], cfg["detail"])
+    workers = args.data_workers or (1 if jax.default_backend() == "cpu" else min(8, os.cpu_count() or 1))
+    sampler = _data.PatchSampler(
+        images, cfg["patch"], cfg["scale_min"], cfg["scale_max"], cfg["dihedral"], cfg["detail"], workers=workers
+    )
     crops = None
     if val_dir is not None:
         val_images, val_names = _data.load_images(val_dir)
@@ -530,9 +534,8 @@ def train(args: argparse.Namespace) -> dict:
     t_start = time.monotonic()
     deadline = t_start + 60.0 * args.max_minutes if args.max_minutes else math.inf
     last_ckpt = t_start
-    workers = args.data_workers or (1 if jax.default_backend() == "cpu" else min(8, os.cpu_count() or 1))
     rng_json = _data.rng_state_to_json(rng)  # state before the pending batch: what a resume must restart from
-    batch = sampler.sample(rng, cfg["batch_size"], workers)
+    batch = sampler.sample(rng, cfg["batch_size"])
     # The loss of a step is checked one step late, so that the host prepares the next batch while the device
     # works instead of waiting for every step; states are saved only after their own step's loss was checked.
     unchecked = None
@@ -558,7 +561,7 @@ def train(args: argparse.Namespace) -> dict:
             params, opt_state, aux, y = train_step(params, opt_state, batch)
             x_host = batch
             next_json = _data.rng_state_to_json(rng)
-            batch = sampler.sample(rng, cfg["batch_size"], workers)  # overlaps the device computation
+            batch = sampler.sample(rng, cfg["batch_size"])  # overlaps the device computation
             check_finite()  # the previous step's
             step += 1
             unchecked = (aux["loss"], step)
@@ -593,6 +596,7 @@ def train(args: argparse.Namespace) -> dict:
                 print(f"saved {run_dir / STATE_FILE} at step {step}", flush=True)
         check_finite()
     finally:
+        sampler.close()
         for sig, handler in old.items():
             signal.signal(sig, handler)
     if evaluate is not None and (last_val is None or last_val["step"] != step) and step > 0:

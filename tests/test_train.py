@@ -189,12 +189,20 @@ def test_ssim_term_enters_the_distortion():
     np.testing.assert_allclose(float(T.distortion(x, y, 4, 10.0)), with_ssim * 2, rtol=1e-6)  # rescaled to 4 patches
 
 
-def test_sampler_threads_give_the_same_batches(tiny_data):
+def test_sampler_worker_processes_give_the_same_batches(tiny_data):
     images, _ = D.load_images(tiny_data / "train")
-    sampler = D.PatchSampler(images, patch=32, scale_max=1.5)
-    one = sampler.sample(np.random.default_rng(3), 9, workers=1)
-    four = sampler.sample(np.random.default_rng(3), 9, workers=4)
-    np.testing.assert_array_equal(one, four)
+    one = D.PatchSampler(images, patch=32, scale_max=1.5).sample(np.random.default_rng(3), 9)
+    plain = D.PatchSampler(images, patch=32, scale_max=1.5, detail=0)
+    detailed = D.PatchSampler(images, patch=32, scale_max=1.5, detail=20)
+    with D.PatchSampler(images, patch=32, scale_max=1.5, workers=2) as two, \
+            D.PatchSampler(images, patch=32, scale_max=1.5, detail=20, workers=2) as two_detailed:
+        np.testing.assert_array_equal(two.sample(np.random.default_rng(3), 9), one)
+        r1, r2 = np.random.default_rng(4), np.random.default_rng(4)
+        for _ in range(3):
+            np.testing.assert_array_equal(two_detailed.sample(r2, 9), detailed.sample(r1, 9))
+        assert two_detailed._pool is not None  # the work did go to the processes
+    assert two._pool is None  # ended by the with block
+    np.testing.assert_array_equal(plain.sample(np.random.default_rng(3), 9), one)
 
 
 def test_a_non_finite_loss_stops_without_saving_the_bad_step(tiny_data, tmp_path, monkeypatch):
@@ -253,13 +261,61 @@ def test_detail_weighting_keeps_textured_patches_and_stays_deterministic():
     detailed = D.PatchSampler(images, patch=16, scale_max=1.0, dihedral=False, detail=50)
     flat_share = lambda b: float(np.mean(D.texture(b) == 0))  # noqa: E731
     a = plain.sample(np.random.default_rng(0), 64)
-    b = detailed.sample(np.random.default_rng(0), 64, workers=1)
+    b = detailed.sample(np.random.default_rng(0), 64)
     assert flat_share(a) > 0.25  # about a third of the positions lie wholly in the flat half
     assert flat_share(b) == 0.0  # a flat patch passes with probability 0 / detail
     assert b.shape == (64, 16, 16, 3)
-    np.testing.assert_array_equal(detailed.sample(np.random.default_rng(0), 64, workers=4), b)
     # detail 0 draws exactly what the sampler drew before the option existed
     np.testing.assert_array_equal(D.PatchSampler(images, 16, 1.0, 1.0, False, 0.0).sample(np.random.default_rng(0), 64), a)
+
+
+def _stream_of_session_15(images, patch, scale_min, scale_max, detail, rng, n):
+    """The sampler as written until session 15, as the reference for the stream: every candidate of a round cut,
+    turned and flipped, then the texture of the whole round at once."""
+    import math
+
+    from PIL import Image
+
+    weights = np.array([im.shape[0] * im.shape[1] for im in images], np.float64)
+    weights /= weights.sum()
+
+    def cut(m):
+        out = np.empty((m, patch, patch, 3), np.uint8)
+        idx = rng.choice(len(images), size=m, p=weights)
+        log_s = rng.uniform(math.log(scale_min), math.log(scale_max), size=m)
+        u, k, flip = rng.random((m, 2)), rng.integers(0, 4, size=m), rng.integers(0, 2, size=m)
+        for i in range(m):
+            im = images[idx[i]]
+            h, w = im.shape[:2]
+            c = int(min(round(patch * math.exp(log_s[i])), h, w))
+            y0, x0 = int(u[i, 0] * (h - c + 1)), int(u[i, 1] * (w - c + 1))
+            crop = im[y0 : y0 + c, x0 : x0 + c]
+            if c != patch:
+                crop = np.asarray(Image.fromarray(crop).resize((patch, patch), Image.Resampling.BILINEAR))
+            crop = np.rot90(crop, k[i])
+            out[i] = crop[:, ::-1] if flip[i] else crop
+        return out
+
+    if detail <= 0:
+        return cut(n)
+    kept = []
+    while sum(len(x) for x in kept) < n:
+        cand = cut(2 * n)
+        kept.append(cand[rng.random(2 * n) * detail < D.texture(cand)])
+    return np.concatenate(kept)[:n]
+
+
+@pytest.mark.parametrize("detail", [0.0, 20.0])  # 20: about a third of the candidates fail
+def test_the_patch_stream_is_that_of_earlier_versions(tiny_data, detail):
+    """A run resumed from a state that an earlier version saved continues on the same patches."""
+    images, _ = D.load_images(tiny_data / "train")
+    sampler = D.PatchSampler(images, patch=32, scale_min=1.0, scale_max=1.7, detail=detail)
+    new_rng, old_rng = np.random.default_rng(11), np.random.default_rng(11)
+    for _ in range(4):
+        np.testing.assert_array_equal(
+            sampler.sample(new_rng, 7), _stream_of_session_15(images, 32, 1.0, 1.7, detail, old_rng, 7)
+        )
+        assert new_rng.bit_generator.state == old_rng.bit_generator.state
 
 
 def test_detail_weighting_on_flat_images_is_an_error_not_a_hang():
@@ -275,3 +331,20 @@ def test_detail_is_a_run_setting_and_a_bad_value_writes_nothing(tiny_data, tmp_p
     with pytest.raises(SystemExit, match="--detail"):
         T.main(_args(tiny_data, tmp_path / "bad", "--detail", "-2"))
     assert not (tmp_path / "bad").exists()
+
+
+def test_importing_the_trainer_starts_no_jax_backend():
+    """The sampler's worker processes import the package (spawn re-imports the main module, here
+    ``l3ic_jax.train``): an import that started a JAX backend would, on a GPU, reserve device memory in every
+    worker. Under a platform that cannot start, the import must still succeed (and starting one must fail)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "JAX_PLATFORMS": "tpu"}
+    imported = subprocess.run([sys.executable, "-c", "import l3ic_jax.train, l3ic_jax.data; print('ok')"],
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert imported.returncode == 0 and imported.stdout.strip() == "ok", imported.stderr[-2000:]
+    started = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert started.returncode != 0  # the control: this platform really cannot start here

@@ -14,8 +14,10 @@
 # resumed exactly on later calls while the machine stays warm (runs/ is kept there between calls). The call took
 # MINUTES + 1.6 minutes in session 15: keep MINUTES at 7 for a 600 s call. A task that draws a GPU has 15 minutes
 # of device time in all, machine start included: one call is what fits.
-# The host cuts the patches with the cores shared out among the runs (--data-workers); the batches are the same
-# for any number of workers.
+# The host cuts the patches in worker processes, the cores shared out among the runs (--data-workers); the batches
+# are the same for any number of workers. In session 15 the workers were threads of the training process, and one
+# Python process cuts only about the patches that 19-20 steps/s of batch 32 take (training.md §5): the runs were
+# most likely waiting for the host. Before the runs, tools/bench_data.py measures what the host now cuts (~15 s).
 #
 # The weights come back in $OUT (about 10 MB each) with each run's log; put them in place here with
 # tools/bundle_checkpoint.py. Every minute the best weights so far are copied there too, so that a call cut off at
@@ -55,7 +57,7 @@ smoke() {
   rm -rf /tmp/smoke-run
   python3 -c "import jax, flax, optax; print('devices:', jax.devices(), 'jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__)" \
     && python3 -m l3ic_jax.train --n-features 16 --data "$data" --out /tmp/smoke-run --init-from 16c --batch-size 2 \
-      --max-steps 1 --val-every 1000 --log-every 1 >/tmp/smoke.log 2>&1 \
+      --max-steps 1 --val-every 1000 --log-every 1 --data-workers 1 >/tmp/smoke.log 2>&1 \
     || { tail -n 20 /tmp/smoke.log 2>/dev/null; return 1; }
 }
 if ! smoke; then
@@ -70,6 +72,7 @@ print(f"--scale-min {4 / f:.6g} --scale-max {8 / f:.6g}")' "$data") || exit 2
 cores=$(nproc)
 workers=$(( (cores - $#) / $# )); [ "$workers" -ge 1 ] || workers=1; [ "$workers" -le 8 ] || workers=8
 echo "data $data ($scales), $# runs, $workers data workers each"
+python3 tools/bench_data.py --data "$data" --workers "1,$workers" --seconds 3 || echo "bench_data failed (ignored)" >&2
 out=${OUT:-.}
 pids=() labels=()
 for spec in "$@"; do
