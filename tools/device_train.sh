@@ -2,7 +2,7 @@
 # Continue training the bundled models on the lent GPU machine, all at once, within one device call.
 #
 #   device run, carry ["data/photos-f3w"], timeout_s 600:
-#     bash tools/device_train.sh 7 16c 32c 64c          # or e.g. 7 64c 64c:lr=5e-5 32c
+#     bash tools/device_train.sh 8 64c 64c:lr=7e-5 16c    # the runs training.md §6 recommends now
 #
 # Each argument after MINUTES is a run: a bundled model name, optionally followed by ":key=value" pairs that are
 # passed on as "--key value" after the defaults below (so they override them); the run is named after the whole
@@ -12,8 +12,9 @@
 # is small, and three runs of batch 32 side by side made 19-20 steps/s each on an H200 (training.md §6). Each
 # trains for MINUTES in its run folder, started from the bundled weights (--init-from) on the first call and
 # resumed exactly on later calls while the machine stays warm (runs/ is kept there between calls). The call took
-# MINUTES + 1.6 minutes in session 15: keep MINUTES at 7 for a 600 s call. A task that draws a GPU has 15 minutes
-# of device time in all, machine start included: one call is what fits.
+# MINUTES + 1.6 minutes in session 15, 30 s of it a second smoke step (wheels were carried then): MINUTES 8 fits
+# a 600 s call. A task that draws a GPU has 15 minutes of device time in all, machine start included: one call is
+# what fits.
 # The host cuts the patches in worker processes, the cores shared out among the runs (--data-workers); the batches
 # are the same for any number of workers. In session 15 the workers were threads of the training process, and one
 # Python process cuts only about the patches that 19-20 steps/s of batch 32 take (training.md §5): the runs were
@@ -72,7 +73,8 @@ print(f"--scale-min {4 / f:.6g} --scale-max {8 / f:.6g}")' "$data") || exit 2
 cores=$(nproc)
 workers=$(( (cores - $#) / $# )); [ "$workers" -ge 1 ] || workers=1; [ "$workers" -le 8 ] || workers=8
 echo "data $data ($scales), $# runs, $workers data workers each"
-python3 tools/bench_data.py --data "$data" --workers "1,$workers" --seconds 3 || echo "bench_data failed (ignored)" >&2
+bench_workers=1; [ "$workers" -le 1 ] || bench_workers="1,$workers"
+python3 tools/bench_data.py --data "$data" --workers "$bench_workers" --seconds 3 || echo "bench_data failed (ignored)" >&2
 out=${OUT:-.}
 pids=() labels=()
 for spec in "$@"; do
