@@ -39,7 +39,9 @@ def measure(sampler: D.PatchSampler, batch: int, seconds: float, seed: int) -> f
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--data", default="data/photos-f3w", help="a photo set of tools/make_dataset.py, or a folder")
     ap.add_argument("--workers", default="1,2,4", help="comma-separated worker counts; 1 = in-process")
     ap.add_argument("--batch", type=int, default=32)
@@ -53,13 +55,15 @@ def main(argv=None) -> int:
 
     data = Path(args.data)
     train_dir, _ = D.resolve_data_dirs(data)
-    factor = json.loads((data / "manifest.json").read_text())["factor"] if (data / "manifest.json").is_file() else 2.0
+    manifest = data / "manifest.json"
+    factor = json.loads(manifest.read_text())["factor"] if manifest.is_file() else 2.0
     lo = args.scale_min if args.scale_min is not None else 4 / factor
     hi = args.scale_max if args.scale_max is not None else 8 / factor
     images, _ = D.load_images(train_dir, min_side=args.patch)
     counts = [int(w) for w in args.workers.split(",")]
-    print(f"{len(images)} images from {train_dir}, patch {args.patch}, scales {lo:.3g}-{hi:.3g}, detail {args.detail:g}, "
-          f"batch {args.batch}; {os.cpu_count()} cores, {platform.processor() or platform.machine()}", flush=True)
+    print(f"{len(images)} images from {train_dir}, patch {args.patch}, scales {lo:.3g}-{hi:.3g}, "
+          f"detail {args.detail:g}, batch {args.batch}; {os.cpu_count()} cores, "
+          f"{platform.processor() or platform.machine()}", flush=True)
     rows = []
     for w in counts:
         with D.PatchSampler(images, args.patch, lo, hi, True, args.detail, workers=w) as sampler:
@@ -71,8 +75,8 @@ def main(argv=None) -> int:
         r["ratio"] = r["patches_per_s"] / base
         print(f"| {r['workers']} | {r['patches_per_s']:.0f} | {r['batches_per_s']:.1f} | {r['ratio']:.2f} |")
     if args.json:
-        args.json.write_text(json.dumps({"settings": vars(args) | {"json": str(args.json), "scale_min": lo, "scale_max": hi},
-                                         "cores": os.cpu_count(), "rows": rows}, indent=1))
+        settings = {**vars(args), "json": str(args.json), "scale_min": lo, "scale_max": hi}
+        args.json.write_text(json.dumps({"settings": settings, "cores": os.cpu_count(), "rows": rows}, indent=1))
     return 0
 
 
