@@ -348,3 +348,16 @@ def test_importing_the_trainer_starts_no_jax_backend():
     started = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env, capture_output=True,
                              text=True, timeout=300)
     assert started.returncode != 0  # the control: this platform really cannot start here
+
+
+def test_bench_data_reports_the_sampler_rate(tiny_data, tmp_path, load_tool):
+    out = tmp_path / "bench.json"
+    tool = load_tool("bench_data")
+    assert tool.main(["--data", str(tiny_data), "--workers", "1", "--patch", "32", "--detail", "20",
+                      "--seconds", "0.2", "--json", str(out)]) == 0
+    import json
+
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["workers"] for r in rows] == [1]
+    assert rows[0]["patches_per_s"] > 0 and rows[0]["ratio"] == 1.0
+    assert rows[0]["batches_per_s"] == pytest.approx(rows[0]["patches_per_s"] / 32)
