@@ -5,7 +5,8 @@
 #     bash tools/device_train.sh 8 64c 64c:lr=7e-5 16c    # the runs training.md §6 recommends now
 #
 # Each argument after MINUTES is a run: a bundled model name, optionally followed by ":key=value" pairs that are
-# passed on as "--key value" after the defaults below (so they override them); the run is named after the whole
+# passed on as "--key value" (":key" alone as "--key", e.g. 64c:mixed-precision for bfloat16 convolutions) after
+# the defaults below (so they override them); the run is named after the whole
 # spec (64c:lr=5e-5 trains in runs/64c-lr-5e-5-gpu and comes back as l3ic-64c-lr-5e-5.safetensors). At most
 # three runs: each returns its weights and its log, and $OUT returns at most 8 files.
 # The runs train side by side on the one GPU (one process each, each allowed a share of its memory): the network
@@ -83,7 +84,9 @@ for spec in "$@"; do
   extra=()
   if [ "$spec" != "$model" ]; then
     IFS=: read -ra pairs <<<"${spec#*:}"
-    for kv in "${pairs[@]}"; do extra+=("--${kv%%=*}" "${kv#*=}"); done
+    for kv in "${pairs[@]}"; do
+      if [[ "$kv" == *=* ]]; then extra+=("--${kv%%=*}" "${kv#*=}"); else extra+=("--$kv"); fi  # a bare flag
+    done
   fi
   run="runs/${label}-gpu"
   mkdir -p "$run"
