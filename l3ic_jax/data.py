@@ -95,7 +95,8 @@ class PatchSampler:
 
     ``workers`` > 1 cuts the patches in that many worker processes (started on first use, each holding a copy of
     the images; :meth:`close` or a ``with`` block ends them). Processes, not threads: a GPU consumes patches
-    faster than one Python process cuts them, and threads share one interpreter lock (training.md §5).
+    faster than one Python process cuts them, and threads share one interpreter lock (training.md §5). They are
+    spawned, so a script that uses them needs the usual ``if __name__ == "__main__":`` guard.
     """
 
     def __init__(
