@@ -75,7 +75,7 @@ cores=$(nproc)
 workers=$(( (cores - $#) / $# )); [ "$workers" -ge 1 ] || workers=1; [ "$workers" -le 8 ] || workers=8
 echo "data $data ($scales), $# runs, $workers data workers each"
 bench_workers=1; [ "$workers" -le 1 ] || bench_workers="1,$workers"
-python3 tools/bench_data.py --data "$data" --workers "$bench_workers" --seconds 3 || echo "bench_data failed (ignored)" >&2
+python3 tools/bench_data.py --data "$data" --workers "$bench_workers" --seconds 3 $scales || echo "bench_data failed (ignored)" >&2
 out=${OUT:-.}
 pids=() labels=()
 for spec in "$@"; do
