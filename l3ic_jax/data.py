@@ -235,6 +235,7 @@ def _cut(images, patch: int, dihedral: bool, plan: dict[str, np.ndarray], with_t
 
 # -- worker processes ---------------------------------------------------------------------------------------------
 _WORKER: dict = {}
+WORKER_START_TIMEOUT_S = 120.0  # how long the workers wait for each other at the start, at most
 
 
 def _start_pool(workers: int, images, patch: int, dihedral: bool):
@@ -242,20 +243,37 @@ def _start_pool(workers: int, images, patch: int, dihedral: bool):
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn, not fork: the parent runs JAX's threads, and a forked child may inherit a held lock.
-    return ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-        initargs=(images, patch, dihedral),
+    ctx = multiprocessing.get_context("spawn")
+    all_started = ctx.Barrier(workers)
+    pool = ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(images, patch, dihedral, all_started),
     )  # fmt: skip
+    # The executor starts a process only when a task finds none idle, so under a steady demand the last workers
+    # would start batches later, each start (an interpreter, its imports and a copy of the images) stalling the
+    # batch that waits for it: seven workers took about 20 s to cut their first 10 batches. Start them all now:
+    # each of these tasks holds its worker until every worker holds one, so no worker is idle before all exist.
+    for started in [pool.submit(_wait_for_all_workers) for _ in range(workers)]:
+        started.result()
+    return pool
 
 
-def _init_worker(images, patch: int, dihedral: bool) -> None:
+def _init_worker(images, patch: int, dihedral: bool, all_started=None) -> None:
     import signal
 
     # Ctrl-C and SIGTERM go to the whole process group: the parent stops training cleanly and then ends the
     # workers, which must not die first. A worker whose parent is gone exits when its task queue closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _WORKER.update(images=images, patch=patch, dihedral=dihedral)
+    _WORKER.update(images=images, patch=patch, dihedral=dihedral, all_started=all_started)
+
+
+def _wait_for_all_workers() -> None:
+    import threading
+
+    try:
+        _WORKER["all_started"].wait(timeout=WORKER_START_TIMEOUT_S)
+    except threading.BrokenBarrierError:  # a start slower than the timeout: carry on, the workers only start later
+        pass
 
 
 def _cut_in_worker(plan: dict[str, np.ndarray], with_texture: bool):
