@@ -53,7 +53,7 @@ STATE_FORMAT = "l3ic-jax-train-state"
 RUN_KEYS = (
     "n_features", "seed", "batch_size", "patch", "scale_min", "scale_max", "dihedral", "lr", "warmup_steps",
     "schedule_steps", "final_lr_ratio", "schedule", "entropy_weight", "distortion_batch", "clip_grad_norm",
-    "mixed_precision", "b1", "b2", "clip_output", "init", "quantizer_gradient", "ssim_weight", "detail",
+    "mixed_precision", "b1", "b2", "clip_output", "init", "quantizer_gradient", "ssim_weight", "detail", "tf32",
 )  # fmt: skip
 
 
@@ -143,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--final-lr-ratio", type=float, default=0.05, help="cosine ends at lr * this")
     g.add_argument("--clip-grad-norm", type=float, default=0.0, help="global-norm gradient clip; 0: off")
     g.add_argument("--mixed-precision", action="store_true", help="bfloat16 convolutions (training only)")
+    g.add_argument(
+        "--tf32", action="store_true",
+        help="TensorFloat-32 convolutions on GPUs that have them (training only; float32 weights and sums, "
+        "inputs of each product rounded to 10 mantissa bits); validation and the weights saved stay float32",
+    )  # fmt: skip
     g = ap.add_argument_group("data")
     g.add_argument("--patch", type=int, default=128, help="training patch side (original: 128)")
     g.add_argument("--scale-min", type=float, default=1.0, help="smallest random downscale of a patch")
@@ -190,6 +195,10 @@ def distortion(x: jax.Array, y: jax.Array, ref_batch: int, ssim_weight: float = 
 
 def make_train_step(graphdef, tx, cfg: dict):
     codebook = _q.default_codebook()
+    if cfg.get("tf32"):
+        # The model's convolutions ask for full float32 (Precision.HIGHEST), which on a GPU bypasses the tensor
+        # cores; the training step alone uses a copy of the structure that allows TensorFloat-32 (HIGH).
+        graphdef = nnx.split(TwitterDCN(cfg["n_features"], rngs=nnx.Rngs(0), precision=jax.lax.Precision.HIGH))[0]
     half = jnp.bfloat16 if cfg["mixed_precision"] else None
     if cfg.get("quantizer_gradient", "soft") == "identity":
         quantize = _q.identity_quantize
@@ -447,6 +456,7 @@ def train(args: argparse.Namespace) -> dict:
         info["config"].setdefault("quantizer_gradient", "soft")  # states written before the option existed
         info["config"].setdefault("ssim_weight", 0.0)  # likewise: the original L2-only distortion
         info["config"].setdefault("detail", 0.0)  # likewise: every patch kept
+        info["config"].setdefault("tf32", False)  # likewise: float32 convolutions
         changed = {k: (info["config"][k], cfg[k]) for k in RUN_KEYS if info["config"].get(k) != cfg[k]}
         if changed:
             print("resume: keeping the run's settings, ignoring " + ", ".join(f"--{k.replace('_', '-')}={v[1]} (run: {v[0]})" for k, v in changed.items()))

@@ -375,3 +375,23 @@ def test_bench_data_reports_the_sampler_rate(tiny_data, tmp_path, load_tool):
     assert [r["workers"] for r in rows] == [1]
     assert rows[0]["patches_per_s"] > 0 and rows[0]["ratio"] == 1.0
     assert rows[0]["batches_per_s"] == pytest.approx(rows[0]["patches_per_s"] / 32)
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_tf32_asks_for_tensor_float_convolutions_in_the_training_step_only(tiny_data, tmp_path, tf32):
+    import jax
+    import optax
+    from flax import nnx
+
+    cfg = T.run_config(T.build_parser().parse_args(_args(tiny_data, tmp_path / "run") + (["--tf32"] if tf32 else [])))
+    assert cfg["tf32"] is tf32
+    graphdef, params = nnx.split(T.init_model(cfg))
+    tx = optax.adam(1e-4)
+    x = np.zeros((2, 32, 32, 3), np.uint8)
+    hlo = T.make_train_step(graphdef, tx, cfg).lower(params, tx.init(params), x).as_text()
+    # every convolution, forward and backward: HIGH is TensorFloat-32 on a GPU, HIGHEST full float32
+    precisions = set(__import__("re").findall(r"precision_config = \[#stablehlo<precision (\w+)>", hlo))
+    assert precisions == ({"HIGH"} if tf32 else {"HIGHEST"})
+    # the model itself, which validation and export use, keeps full float32
+    convs = [c for _, c in nnx.iter_graph(T.init_model(cfg)) if isinstance(c, nnx.Conv)]
+    assert convs and all(c.precision == jax.lax.Precision.HIGHEST for c in convs)
