@@ -3,8 +3,9 @@
 process (in-process, as on a CPU backend) and with worker processes, as ratios against the one process.
 
 Why: on a GPU the host cuts the patches while the device runs a step, so the steps/s of a run cannot exceed
-patches/s / batch. Session 15's GPU runs made 19-20 steps/s of batch 32 (training.md §6), about what one Python
-process cuts with detail weighting. Run it on the device machine before a long call to see what the host allows:
+patches/s / batch. Session 15 suspected the host of holding its GPU runs back; session 17 measured 815 patches/s
+per process on the device's host, more than the GPU took (training.md §6). Run it on the device machine before a
+long call to see what the host allows:
 
     python tools/bench_data.py --data data/photos-f3w --workers 1,2,4 --seconds 5
 """

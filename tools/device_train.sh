@@ -2,7 +2,7 @@
 # Continue training the bundled models on the lent GPU machine, all at once, within one device call.
 #
 #   device run, carry ["data/photos-f3w"], timeout_s 600:
-#     bash tools/device_train.sh 8 64c 64c:lr=7e-5 16c    # the runs training.md §6 recommends now
+#     bash tools/device_train.sh 8 64c 64c:tf32    # the runs training.md §6 recommends now
 #
 # Each argument after MINUTES is a run: a bundled model name, optionally followed by ":key=value" pairs that are
 # passed on as "--key value" (":key" alone as "--key", e.g. 64c:mixed-precision for bfloat16 convolutions) after
@@ -10,16 +10,17 @@
 # spec (64c:lr=5e-5 trains in runs/64c-lr-5e-5-gpu and comes back as l3ic-64c-lr-5e-5.safetensors). At most
 # three runs: each returns its weights and its log, and $OUT returns at most 8 files.
 # The runs train side by side on the one GPU (one process each, each allowed a share of its memory): the network
-# is small, and three runs of batch 32 side by side made 19-20 steps/s each on an H200 (training.md §6). Each
-# trains for MINUTES in its run folder, started from the bundled weights (--init-from) on the first call and
-# resumed exactly on later calls while the machine stays warm (runs/ is kept there between calls). The call took
-# MINUTES + 1.6 minutes in session 15, 30 s of it a second smoke step (wheels were carried then): MINUTES 8 fits
-# a 600 s call. A task that draws a GPU has 15 minutes of device time in all, machine start included: one call is
-# what fits.
+# is small, and on an H200 three runs of batch 32 made 19-20 steps/s each (session 15), two 64c runs 29-30 steps/s
+# of batch 32 and 16-16.5 of batch 64 (session 17), about 2,000 patches/s in all each time, the GPU busy 99 %
+# (training.md §6). Each trains for MINUTES in its run folder, started from the bundled weights (--init-from) on
+# the first call and resumed exactly on later calls while the machine stays warm (runs/ is kept there between
+# calls). The call took MINUTES + 1.5 minutes in session 17 (570 s for 8; the machine's start 40 s more): MINUTES 8
+# fits a 600 s call. A task that draws a GPU has 15 minutes of device time in all, machine start included: one
+# such call fits, and the ~4.5 minutes left allow one short single-run call after it (session 17, training.md §8.16).
 # The host cuts the patches in worker processes, the cores shared out among the runs (--data-workers); the batches
-# are the same for any number of workers. In session 15 the workers were threads of the training process, and one
-# Python process cuts only about the patches that 19-20 steps/s of batch 32 take (training.md §5): the runs were
-# most likely waiting for the host. Before the runs, tools/bench_data.py measures what the host now cuts (~15 s).
+# are the same for any number of workers. One process cuts ~815 patches/s on the device's host (session 17), so
+# the GPU, not the host, limits the runs; --tf32 (TensorFloat-32 convolutions in the training step) is what should
+# raise the rate. Before the runs, tools/bench_data.py measures what the host cuts (~15 s).
 #
 # The weights come back in $OUT (about 10 MB each) with each run's log; put them in place here with
 # tools/bundle_checkpoint.py. Every minute the best weights so far are copied there too, so that a call cut off at
@@ -35,8 +36,10 @@
 # factor: crops of 4-8x the patch side in source pixels (--scale-min 2 --scale-max 4 on the 2x set, training.md
 # §8.5), detail-weighted (--detail 8, measured on the resized patch, so independent of the factor).
 # The runs use the identity quantizer gradient, as every stage of the bundled weights since session 3 did
-# (training.md §8.3), batch 32 at peak lr 1e-4 (2e-4 diverged for the 64c, training.md §6), and a cosine over
-# SCHEDULE_STEPS (default 8000, about what 7 minutes hold) that then holds 5 % of the peak until MINUTES run out.
+# (training.md §8.3), batch 64 at peak lr 5e-5 (session 17: batch 64 beat batch 32 in the same minutes, and a
+# second stage at 5e-5 improved on the first at 1e-4; 2e-4 at batch 32 diverged for the 64c, training.md §6), and a
+# cosine over SCHEDULE_STEPS (default 8000, about what 8 minutes hold for two float32 runs of batch 64) that then
+# holds 5 % of the peak until MINUTES run out.
 # EXTRA_TRAIN_ARGS is appended to every run's command.
 set -uo pipefail
 minutes=${1:?usage: device_train.sh MINUTES MODEL[:key=value...]...}
@@ -98,7 +101,7 @@ print(c.load(c.resolve(sys.argv[1]))[1]["provenance"].get("hyperparameters", {})
   echo "run $label: $model, entropy weight $entropy_weight ${extra[*]}"
   python3 -m l3ic_jax.train --n-features "${model%c}" --data "$data" --out "$run" \
     --init-from "$model" --entropy-weight "$entropy_weight" $scales --detail 8 \
-    --quantizer-gradient identity --batch-size 32 --lr 1e-4 --warmup-steps 200 --schedule-steps "${SCHEDULE_STEPS:-8000}" \
+    --quantizer-gradient identity --batch-size 64 --lr 5e-5 --warmup-steps 200 --schedule-steps "${SCHEDULE_STEPS:-8000}" \
     --val-every 500 --ckpt-every-s 60 --log-every 250 --data-workers "$workers" --max-minutes "$minutes" \
     "${extra[@]}" ${EXTRA_TRAIN_ARGS:-} >"$run/stdout.log" 2>&1 &
   pids+=($!) labels+=("$label")
