@@ -94,7 +94,7 @@ for spec in "$@"; do
   run="runs/${label}-gpu"
   mkdir -p "$run"
   # Continue at the entropy weight the bundled model was last trained with, read from its provenance (the 32c's
-  # and the 64c's differ from 250, training.md §8.9-§8.15): the default 250 would move a model's operating point back.
+  # and the 64c's differ from 250, training.md §8.9-§8.16): the default 250 would move a model's operating point back.
   entropy_weight=$(python3 -c 'import sys; from l3ic_jax import checkpoint as c
 print(c.load(c.resolve(sys.argv[1]))[1]["provenance"].get("hyperparameters", {}).get("entropy_weight", 250.0))' "$model") \
     || { echo "cannot read the bundled $model" >&2; exit 3; }
