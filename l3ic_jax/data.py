@@ -250,8 +250,8 @@ def _start_pool(workers: int, images, patch: int, dihedral: bool):
     )  # fmt: skip
     # The executor starts a process only when a task finds none idle, so under a steady demand the last workers
     # would start batches later, each start (an interpreter, its imports and a copy of the images) stalling the
-    # batch that waits for it: seven workers took about 20 s to cut their first 10 batches. Start them all now:
-    # each of these tasks holds its worker until every worker holds one, so no worker is idle before all exist.
+    # batch that waits for it: seven workers took about 22 s to cut their first 10 batches (2 cores). Start them
+    # all now: each of these tasks holds its worker until every worker holds one, so none is idle before all exist.
     for started in [pool.submit(_wait_for_all_workers) for _ in range(workers)]:
         started.result()
     return pool
