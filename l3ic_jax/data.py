@@ -257,7 +257,7 @@ def _start_pool(workers: int, images, patch: int, dihedral: bool):
     return pool
 
 
-def _init_worker(images, patch: int, dihedral: bool, all_started=None) -> None:
+def _init_worker(images, patch: int, dihedral: bool, all_started) -> None:
     import signal
 
     # Ctrl-C and SIGTERM go to the whole process group: the parent stops training cleanly and then ends the

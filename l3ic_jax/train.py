@@ -198,7 +198,9 @@ def make_train_step(graphdef, tx, cfg: dict):
     if cfg.get("tf32"):
         # The model's convolutions ask for full float32 (Precision.HIGHEST), which on a GPU bypasses the tensor
         # cores; the training step alone uses a copy of the structure that allows TensorFloat-32 (HIGH).
-        graphdef = nnx.split(TwitterDCN(cfg["n_features"], rngs=nnx.Rngs(0), precision=jax.lax.Precision.HIGH))[0]
+        # Only the structure is needed: eval_shape builds it without computing any weights.
+        high = jax.lax.Precision.HIGH
+        graphdef = nnx.graphdef(nnx.eval_shape(lambda: TwitterDCN(cfg["n_features"], rngs=nnx.Rngs(0), precision=high)))
     half = jnp.bfloat16 if cfg["mixed_precision"] else None
     if cfg.get("quantizer_gradient", "soft") == "identity":
         quantize = _q.identity_quantize

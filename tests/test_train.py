@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -205,7 +206,6 @@ def test_sampler_worker_processes_give_the_same_batches(tiny_data):
     np.testing.assert_array_equal(plain.sample(np.random.default_rng(3), 9), one)
 
 
-
 def test_sampler_starts_all_its_workers_with_the_first_batch(tiny_data):
     # The executor alone starts a process only when a task finds none idle, so the last workers started batches
     # later, each start stalling a batch (seen as 24 patches/s for 7 workers in a 3 s benchmark on the device).
@@ -218,6 +218,7 @@ def test_sampler_starts_all_its_workers_with_the_first_batch(tiny_data):
         started = {p.pid for p in multiprocessing.active_children()} - before
         assert len(started) == 3
     assert not ({p.pid for p in multiprocessing.active_children()} & started)  # and all ended by close()
+
 
 def test_a_non_finite_loss_stops_without_saving_the_bad_step(tiny_data, tmp_path, monkeypatch):
     import jax.numpy as jnp
@@ -390,7 +391,7 @@ def test_tf32_asks_for_tensor_float_convolutions_in_the_training_step_only(tiny_
     x = np.zeros((2, 32, 32, 3), np.uint8)
     hlo = T.make_train_step(graphdef, tx, cfg).lower(params, tx.init(params), x).as_text()
     # every convolution, forward and backward: HIGH is TensorFloat-32 on a GPU, HIGHEST full float32
-    precisions = set(__import__("re").findall(r"precision_config = \[#stablehlo<precision (\w+)>", hlo))
+    precisions = set(re.findall(r"precision_config = \[#stablehlo<precision (\w+)>", hlo))
     assert precisions == ({"HIGH"} if tf32 else {"HIGHEST"})
     # the model itself, which validation and export use, keeps full float32
     convs = [c for _, c in nnx.iter_graph(T.init_model(cfg)) if isinstance(c, nnx.Conv)]
