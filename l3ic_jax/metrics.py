@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["psnr", "ssim", "ms_ssim", "MS_SSIM_WEIGHTS"]
+__all__ = ["psnr", "ssim", "ms_ssim", "ms_ssim_terms", "MS_SSIM_WEIGHTS"]
 
 #: Scale weights of Wang, Simoncelli & Bovik (2003), finest scale first.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -120,6 +120,31 @@ def _downsample(x: np.ndarray) -> np.ndarray:
     return 0.25 * (x[..., 0::2, 0::2, :] + x[..., 1::2, 0::2, :] + x[..., 0::2, 1::2, :] + x[..., 1::2, 1::2, :])
 
 
+def ms_ssim_terms(a, b, max_val: float = 1.0, scales: int = len(MS_SSIM_WEIGHTS)) -> np.ndarray:
+    """The per-scale factors of MS-SSIM, ``[..., C, scales]``, finest scale first, each clipped at 0.
+
+    Scales 1 to ``scales - 1`` give the contrast-structure term, the coarsest the full SSIM (luminance too).
+    :func:`ms_ssim` is their weighted product per channel, averaged over channels; the terms show at which scale
+    a codec loses (``tools/error_scales.py``). Needs sides of at least ``10 * 2^(scales-1) + 1`` pixels.
+    """
+    a, b = _as_pair(a, b)
+    h, w = a.shape[-3], a.shape[-2]
+    need = _min_ms_ssim_size(scales)
+    if h < need or w < need:
+        raise ValueError(
+            f"MS-SSIM with {scales} scales needs images of at least {need}x{need} pixels "
+            f"(the coarsest scale must fit the {_FILTER_SIZE}x{_FILTER_SIZE} window), got {h}x{w}"
+        )
+    terms = []
+    for scale in range(scales):
+        if scale:
+            a, b = _downsample(a), _downsample(b)
+        s, cs = _ssim_and_cs(a, b, max_val)
+        terms.append(cs)
+    terms[-1] = s  # the coarsest scale contributes luminance too
+    return np.maximum(np.stack(terms, axis=-1), 0.0)
+
+
 def ms_ssim(a, b, max_val: float = 1.0, weights=MS_SSIM_WEIGHTS):
     """Multi-scale SSIM (Wang, Simoncelli & Bovik 2003), TF ``tf.image.ssim_multiscale`` recipe.
 
@@ -127,22 +152,7 @@ def ms_ssim(a, b, max_val: float = 1.0, weights=MS_SSIM_WEIGHTS):
     161 pixels; smaller images raise ``ValueError`` (use :func:`ssim` for those). Returns a float for one image,
     one value per image for a batch.
     """
-    a, b = _as_pair(a, b)
     weights = np.asarray(weights, dtype=np.float64)
-    h, w = a.shape[-3], a.shape[-2]
-    need = _min_ms_ssim_size(len(weights))
-    if h < need or w < need:
-        raise ValueError(
-            f"MS-SSIM with {len(weights)} scales needs images of at least {need}x{need} pixels "
-            f"(the coarsest scale must fit the {_FILTER_SIZE}x{_FILTER_SIZE} window), got {h}x{w}"
-        )
-    terms = []
-    for scale in range(len(weights)):
-        if scale:
-            a, b = _downsample(a), _downsample(b)
-        s, cs = _ssim_and_cs(a, b, max_val)
-        terms.append(cs)
-    terms[-1] = s  # the coarsest scale contributes luminance too
-    stacked = np.maximum(np.stack(terms, axis=-1), 0.0)  # [..., C, scales]
+    stacked = ms_ssim_terms(a, b, max_val, scales=len(weights))  # [..., C, scales]
     per_channel = np.prod(stacked**weights, axis=-1)
     return _reduce(np.mean(per_channel, axis=-1))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from l3ic_jax.metrics import ms_ssim, psnr, ssim
+from l3ic_jax.metrics import MS_SSIM_WEIGHTS, ms_ssim, ms_ssim_terms, psnr, ssim
 
 # ----------------------------------------------------------------------------------------------------------------
 # Image pairs
@@ -106,6 +106,26 @@ def test_ordering_and_range():
     assert all(0 <= m <= 1 for _, s, m in values for m in (s, m))
     a, b = _pair("inverted", 200, 200)
     assert ssim(a, b) < 0 and ms_ssim(a, b) == 0.0  # relu on the scales' terms
+
+
+def test_ms_ssim_terms_make_up_ms_ssim_and_locate_the_loss():
+    a, noisy = _pair("noisy", 256, 320)
+    terms = ms_ssim_terms(a, noisy)
+    assert terms.shape == (3, 5)
+    weighted = np.mean(np.prod(terms ** np.asarray(MS_SSIM_WEIGHTS), axis=-1))
+    assert ms_ssim(a, noisy) == pytest.approx(weighted, abs=1e-12)
+    # White noise is a fine-scale loss: 2x2 pooling averages it away, so each coarser term is closer to 1.
+    assert np.all(np.diff(terms.mean(axis=0)) > 0)
+    # A smooth error field of 64 px wavelength leaves scale 1 nearly intact and costs most at scales 4-5.
+    y, x = np.mgrid[:256, :320]
+    field = 0.02 * np.sin(2 * np.pi * x / 64)[..., None] * np.cos(2 * np.pi * y / 64)[..., None]
+    drift = ms_ssim_terms(a, np.clip(a + field, 0, 1)).mean(axis=0)
+    assert drift[0] > drift[3] and drift[0] > drift[4]
+    assert ms_ssim_terms(a, a) == pytest.approx(np.ones((3, 5)), abs=1e-12)
+    batch = ms_ssim_terms(np.stack([a, a]), np.stack([a, noisy]))
+    assert batch.shape == (2, 3, 5) and np.allclose(batch[1], terms)
+    with pytest.raises(ValueError, match="at least 81x81"):
+        ms_ssim_terms(a[:80], a[:80], scales=4)
 
 
 def test_too_small_raises():
