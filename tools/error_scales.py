@@ -6,7 +6,8 @@ JPEG in SSIM (scale 1 alone) and still lose MS-SSIM at the coarse scales. This t
 protocol (Kodak 512 px center crops, decoded images rounded to uint8, JPEG 4:2:0 matched to each model's bpp
 image by image), for every model and for its matched JPEG:
 
-- the five MS-SSIM terms, averaged over images and RGB channels, and each scale's share of ln MS-SSIM;
+- the five MS-SSIM terms, averaged over images and RGB channels, and per scale the model's lead over JPEG in
+  weight x ln(term) (their sum is the ln of the MS-SSIM ratio of the mean terms);
 - the RMS of the error (decoded - original, in 8-bit levels) after box-averaging by 1, 2, 4, ... 128: how much of
   the error is fine detail and how much a low-frequency drift that survives averaging;
 - the RMS over channels of the per-image mean error (a global colour cast).
@@ -29,7 +30,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from codecs_baseline import all_codecs, bpp_of, match_bpp  # noqa: E402
-from rd_eval import load_images, log, to_uint8  # noqa: E402
+from rd_eval import KODAK, load_images, log, to_uint8  # noqa: E402
 
 from l3ic_jax.metrics import MS_SSIM_WEIGHTS, ms_ssim_terms  # noqa: E402
 
@@ -59,23 +60,20 @@ def profile_model(spec: str, images, jpeg) -> dict:
 
     codec = l3ic_jax.load(spec)
     sides = {"model": [], "jpeg": []}
-    bpps = {"model": [], "jpeg": []}
     for i, (name, img) in enumerate(images):
         data = l3ic_jax.compress(img, codec)
         target = bpp_of(data, img.shape)
         rec = to_uint8(l3ic_jax.decompress(data, codec))
         _, jdata = match_bpp(jpeg, img, target, {})
-        sides["model"].append(error_profile(img, rec))
-        sides["jpeg"].append(error_profile(img, jpeg.decode(jdata)))
-        bpps["model"].append(target)
-        bpps["jpeg"].append(bpp_of(jdata, img.shape))
+        sides["model"].append(dict(error_profile(img, rec), bpp=target))
+        sides["jpeg"].append(dict(error_profile(img, jpeg.decode(jdata)), bpp=bpp_of(jdata, img.shape)))
         log(f"  [{spec}] {i + 1}/{len(images)} {name}: {target:.3f} bpp")
     out = {}
     for side, profiles in sides.items():
         factors = [f for f in BOX_FACTORS if all(f in p["rms"] for p in profiles)]
         terms = np.mean([p["terms"] for p in profiles], axis=0)
         out[side] = {
-            "bpp": float(np.mean(bpps[side])),
+            "bpp": float(np.mean([p["bpp"] for p in profiles])),
             "terms": terms.tolist(),
             "ms_ssim_of_mean_terms": float(np.prod(terms ** np.asarray(MS_SSIM_WEIGHTS))),
             "rms": {f: float(np.mean([p["rms"][f] for p in profiles])) for f in factors},
@@ -108,7 +106,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", required=True, help="comma-separated model names or checkpoint paths")
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "datasets" / "kodak",
+    ap.add_argument("--data", type=Path, default=KODAK,
                     help="folder of images (default: ../shared/datasets/kodak)")
     ap.add_argument("--crop", type=int, default=512, help="center-crop size in px (default 512; 0: whole images)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N images")

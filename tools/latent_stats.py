@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rd_eval import load_images  # noqa: E402
+from rd_eval import KODAK, load_images  # noqa: E402
 
 from l3ic_jax.quantize import default_codebook  # noqa: E402
 
@@ -60,7 +60,7 @@ def channel_stats(indices: np.ndarray, live_bits: float) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="16c,32c,64c", help="comma-separated names or .safetensors paths")
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "kodak"), help="folder of images")
+    ap.add_argument("--data", default=str(KODAK), help="folder of images")
     ap.add_argument("--crop", type=int, default=512, help="center-crop size in px, 0 for whole images")
     ap.add_argument("--limit", type=int, default=None, help="only the first N images")
     ap.add_argument("--live-bits", type=float, default=0.1, help="a channel is live above this entropy")
