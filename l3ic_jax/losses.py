@@ -14,12 +14,29 @@ import numpy as np
 
 from . import metrics as _metrics
 
-__all__ = ["l2_loss", "ssim"]
+__all__ = ["l2_loss", "lowpass_l2", "ssim"]
 
 
 def l2_loss(x, y):
     """``tf.nn.l2_loss(x - y)``: half the sum of squared differences over everything."""
     return 0.5 * jnp.sum(jnp.square(x - y))
+
+
+def lowpass_l2(x, y, factor: int):
+    """``l2_loss`` of the error's low-frequency part: its mean over each ``factor x factor`` block, spread back
+    over the block.
+
+    Equal to ``l2_loss(x - y)`` for an error constant over the blocks and about ``1 / factor**2`` of it for white
+    noise, so a weight on it penalizes a slow drift (a colour or brightness error over tens of pixels) on top of
+    the plain L2, which weighs it like any other error. MS-SSIM's coarse scales see such a drift more than SSIM
+    or PSNR do (docs/training.md §8.18)."""
+    n, h, w, c = x.shape
+    if y.shape != x.shape:
+        raise ValueError(f"expected two equal [N, H, W, C] batches, got {x.shape} and {y.shape}")
+    if factor < 1 or h % factor or w % factor:
+        raise ValueError(f"the low-pass factor {factor} must divide the patch size {h}x{w}")
+    blocks = jnp.mean((x - y).reshape(n, h // factor, factor, w // factor, factor, c), axis=(2, 4))
+    return 0.5 * factor * factor * jnp.sum(jnp.square(blocks))
 
 
 def _band(n: int) -> np.ndarray:

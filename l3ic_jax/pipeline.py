@@ -85,18 +85,28 @@ def resolve_codec(codec=None) -> Codec:
     return _cached_load(key)
 
 
-def compress(image, codec=None, *, legacy: bool = False, threads: int = 0) -> bytes:
+def compress(image, codec=None, *, legacy: bool = False, threads: int = 0, refine: int = 0) -> bytes:
     """An image (HxWx3 uint8, or float in [0, 1]) to a stream.
 
     ``codec``: a :class:`Codec`, a bundled name (``16c``, ``32c``, ``64c``) or a checkpoint path; default ``32c``.
     ``legacy=True`` writes the original ``.l3i`` format (:func:`l3ic_jax.bitstream.pack_legacy`, which raises
     :class:`~l3ic_jax.bitstream.LegacyFormatError` for images it cannot hold).
+    ``refine``: steps of encoder-side refinement (:mod:`l3ic_jax.refine`; 40 is its default): the same format
+    and decoder, a file usually smaller and closer to the image, at the cost of ``refine`` decoder passes
+    forward and backward; 0 (the default): the encoder's latent rounded, as the original codec does.
     """
     codec = resolve_codec(codec)
     x = as_image_batch(image)
     if x.shape[0] != 1:
         raise ValueError(f"compress takes one image (HxWx3), got a batch of {x.shape[0]}")
+    if int(refine) < 0:
+        raise ValueError(f"refine must be a number of steps >= 0, got {refine}")
     height, width = int(x.shape[1]), int(x.shape[2])
+    if refine:
+        indices = _refined_indices(codec, x, int(refine), legacy)
+        if legacy:
+            return _bs.pack_legacy(indices, threads=threads)
+        return _bs.pack(indices, height=height, width=width, model_id=model_id(codec), threads=threads)
     if legacy:
         indices = np.asarray(codec.encode_indices(x))[0]
         return _bs.pack_legacy(indices, threads=threads)
@@ -106,6 +116,26 @@ def compress(image, codec=None, *, legacy: bool = False, threads: int = 0) -> by
     else:
         indices = np.asarray(codec.encode_indices(padded))[0]
     return _bs.pack(indices, height=height, width=width, model_id=model_id(codec), threads=threads)
+
+
+def _refined_indices(codec: Codec, x, steps: int, legacy: bool) -> np.ndarray:
+    """Indices of one image batch ``x`` (1, H, W, 3) after ``steps`` of refinement (l3ic_jax.refine).
+
+    The search starts from the latent the plain path would round (the unpadded image's for ``legacy``, as the
+    original feeds it; tile by tile above :data:`TILE_ABOVE_PIXELS`) and compares the decoded image with the
+    edge-padded one, the padding itself not counted."""
+    from . import refine as _refine
+
+    height, width = int(x.shape[1]), int(x.shape[2])
+    padded, _ = pad_to_multiple(x)
+    source = x if legacy else padded
+    if padded.shape[1] * padded.shape[2] > TILE_ABOVE_PIXELS:
+        latent = _tiling.encode_tiled(codec, np.asarray(source[0]))
+    else:
+        latent = np.asarray(codec.encode(source))[0]
+    return _refine.refine_indices(
+        codec, np.asarray(padded[0], np.float32), height=height, width=width, steps=steps, latent=latent
+    )
 
 
 def codec_for_stream(facts: _bs.StreamInfo, codec=None) -> Codec:
@@ -215,17 +245,22 @@ def _pipelined(jobs, launch, finish) -> None:
         finish(*pending)
 
 
-def compress_batch(images, codec=None, *, legacy: bool = False, threads: int = 0, max_batch: int = MAX_BATCH) -> list[bytes]:
+def compress_batch(
+    images, codec=None, *, legacy: bool = False, threads: int = 0, max_batch: int = MAX_BATCH, refine: int = 0
+) -> list[bytes]:
     """:func:`compress` of many images; item ``i`` is byte-identical to ``compress(images[i], codec, ...)``.
 
     Images of the same size are stacked into one device call (at most ``max_batch`` per call); different sizes
     are grouped, and images above :data:`TILE_ABOVE_PIXELS` are coded tile by tile, one at a time. The entropy
-    coding of one batch overlaps the device work on the next.
+    coding of one batch overlaps the device work on the next. With ``refine`` each image is searched on its
+    own (the search's objective is per image), one after the other.
     """
     codec = resolve_codec(codec)
     if int(max_batch) < 1:
         raise ValueError(f"max_batch must be at least 1, got {max_batch}")
     images = list(images)
+    if refine:
+        return [compress(image, codec, legacy=legacy, threads=threads, refine=refine) for image in images]
     out: list = [None] * len(images)
     groups: dict[tuple, list] = {}
     for i, image in enumerate(images):

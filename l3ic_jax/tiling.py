@@ -46,8 +46,7 @@ def _decoder_spans(n_latent: int, tile_latent: int) -> list[tuple[int, int, int,
     return spans
 
 
-def encode_indices_tiled(codec, image: np.ndarray, tile: int = DEFAULT_TILE) -> np.ndarray:
-    """``codec.encode_indices`` of one HxWx3 image, computed tile by tile; returns (h, w, C) uint8."""
+def _encode_tiles(encode, image: np.ndarray, tile: int, n_features: int, dtype) -> np.ndarray:
     image = np.asarray(image)
     if image.ndim == 4 and image.shape[0] == 1:
         image = image[0]
@@ -56,13 +55,24 @@ def encode_indices_tiled(codec, image: np.ndarray, tile: int = DEFAULT_TILE) -> 
     if tile < STRIDE:
         raise ValueError(f"tile must be at least {STRIDE} pixels, got {tile}")
     height, width = image.shape[:2]
-    out = np.empty((-(-height // STRIDE), -(-width // STRIDE), codec.n_features), np.uint8)
+    out = np.empty((-(-height // STRIDE), -(-width // STRIDE), n_features), dtype)
     for ya, yb, y0, y1 in _encoder_spans(height, tile):
         for xa, xb, x0, x1 in _encoder_spans(width, tile):
-            window = np.asarray(codec.encode_indices(image[y0:y1, x0:x1]))[0]
+            window = np.asarray(encode(image[y0:y1, x0:x1]))[0]
             oy, ox = ya - y0 // STRIDE, xa - x0 // STRIDE
             out[ya:yb, xa:xb] = window[oy : oy + yb - ya, ox : ox + xb - xa]
     return out
+
+
+def encode_indices_tiled(codec, image: np.ndarray, tile: int = DEFAULT_TILE) -> np.ndarray:
+    """``codec.encode_indices`` of one HxWx3 image, computed tile by tile; returns (h, w, C) uint8."""
+    return _encode_tiles(codec.encode_indices, image, tile, codec.n_features, np.uint8)
+
+
+def encode_tiled(codec, image: np.ndarray, tile: int = DEFAULT_TILE) -> np.ndarray:
+    """``codec.encode`` (the real latent, before quantization) of one HxWx3 image, tile by tile; (h, w, C)
+    float32. Encoder-side refinement (l3ic_jax.refine) starts from it."""
+    return _encode_tiles(codec.encode, image, tile, codec.n_features, np.float32)
 
 
 def decode_indices_tiled(codec, indices: np.ndarray, tile: int = DEFAULT_TILE) -> np.ndarray:

@@ -54,6 +54,7 @@ RUN_KEYS = (
     "n_features", "seed", "batch_size", "patch", "scale_min", "scale_max", "dihedral", "lr", "warmup_steps",
     "schedule_steps", "final_lr_ratio", "schedule", "entropy_weight", "distortion_batch", "clip_grad_norm",
     "mixed_precision", "b1", "b2", "clip_output", "init", "quantizer_gradient", "ssim_weight", "detail", "tf32",
+    "lowpass_weight", "lowpass_factor", "freeze_encoder",
 )  # fmt: skip
 
 
@@ -101,6 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="add this weight times sum over the batch of (1 - SSIM) per patch (TF recipe, l3ic_jax.losses.ssim) "
         "to the distortion, rescaled like l2_loss; 0: the original objective (L2 only). SSIM weights errors by "
         "the inverse local variance, so it keeps texture that L2 blurs away (docs/training.md §8.4)",
+    )
+    g.add_argument(
+        "--lowpass-weight",
+        type=float,
+        default=0.0,
+        help="add this weight times the l2_loss of the error's mean over --lowpass-factor blocks (spread back "
+        "over the block) to the distortion, rescaled like l2_loss: it penalizes a slow colour or brightness drift "
+        "more than the plain L2 does; MS-SSIM's coarse scales see such drift (docs/training.md §8.18); 0: off",
+    )
+    g.add_argument(
+        "--lowpass-factor", type=int, default=8, help="block side of --lowpass-weight's mean; must divide --patch"
+    )
+    g.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        help="train the decoder only: the encoder and its latent scaling stay as they are, so the latents and "
+        "the rate of every image do too, and a changed objective moves the quality at a fixed rate",
     )
     g.add_argument(
         "--no-clip-output",
@@ -184,12 +202,17 @@ def make_optimizer(cfg: dict) -> optax.GradientTransformation:
     return optax.chain(*parts, optax.adam(lr, b1=cfg["b1"], b2=cfg["b2"])), lr
 
 
-def distortion(x: jax.Array, y: jax.Array, ref_batch: int, ssim_weight: float = 0.0) -> jax.Array:
-    """``tf.nn.l2_loss(x - y)`` (plus ``ssim_weight * (1 - SSIM)`` per patch) summed over the batch, rescaled to
-    ``ref_batch`` patches (0: no rescaling)."""
+def distortion(
+    x: jax.Array, y: jax.Array, ref_batch: int, ssim_weight: float = 0.0, lowpass_weight: float = 0.0,
+    lowpass_factor: int = 8,
+) -> jax.Array:
+    """``tf.nn.l2_loss(x - y)`` (plus ``ssim_weight * (1 - SSIM)`` per patch, plus ``lowpass_weight`` times the
+    L2 of the error's block means) summed over the batch, rescaled to ``ref_batch`` patches (0: no rescaling)."""
     total = _losses.l2_loss(x, y)
     if ssim_weight:
         total = total + ssim_weight * jnp.sum(1.0 - _losses.ssim(x, y))
+    if lowpass_weight:
+        total = total + lowpass_weight * _losses.lowpass_l2(x, y, lowpass_factor)
     return total * (ref_batch / x.shape[0]) if ref_batch else total
 
 
@@ -207,15 +230,19 @@ def make_train_step(graphdef, tx, cfg: dict):
     else:
         quantize = _q.soft_quantize
 
+    # --freeze-encoder: no gradient reaches the encoder (nor is its backward pass computed), its Adam moments stay
+    # zero, so its updates are exactly zero and the latents of every image stay as they were.
+    frozen = jax.lax.stop_gradient if cfg.get("freeze_encoder", False) else (lambda z: z)
+
     def forward(params, x):
         model = nnx.merge(graphdef, params)
         if half is not None:
             cast = jax.tree.map(lambda a: a.astype(half) if a.dtype == jnp.float32 else a, params)
             model = nnx.merge(graphdef, cast)
-            z = model.encoder(x.astype(half)).astype(jnp.float32)
+            z = frozen(model.encoder(x.astype(half)).astype(jnp.float32))
             y = model.decoder(quantize(z, codebook).astype(half)).astype(jnp.float32)
         else:
-            z = model.encoder(x)
+            z = frozen(model.encoder(x))
             y = model.decoder(quantize(z, codebook))
         return z, y
 
@@ -223,7 +250,10 @@ def make_train_step(graphdef, tx, cfg: dict):
         z, y = forward(params, x)
         if cfg.get("clip_output", True):
             y = y + jax.lax.stop_gradient(jnp.clip(y, 0.0, 1.0) - y)
-        d = distortion(x, y, cfg["distortion_batch"], cfg.get("ssim_weight", 0.0))
+        d = distortion(
+            x, y, cfg["distortion_batch"], cfg.get("ssim_weight", 0.0), cfg.get("lowpass_weight", 0.0),
+            cfg.get("lowpass_factor", 8),
+        )
         h = _q.entropy_estimate(z, codebook)
         loss = d + cfg["entropy_weight"] * h
         mse = jnp.mean(jnp.square(x - jnp.clip(y, 0.0, 1.0)), axis=(1, 2, 3))
@@ -271,6 +301,11 @@ def validate(evaluate, params, crops: np.ndarray, cfg: dict) -> dict:
     ref = cfg["distortion_batch"] or cfg["batch_size"]
     ssim = float(np.mean(_metrics.ssim(x, y)))
     d_patch = 0.5 * np.sum((x - y) ** 2) / len(x) * area_ratio * ref + cfg.get("ssim_weight", 0.0) * (1 - ssim) * ref
+    if cfg.get("lowpass_weight"):
+        f = cfg["lowpass_factor"]
+        h, w = (x.shape[1] // f) * f, (x.shape[2] // f) * f
+        lp = float(_losses.lowpass_l2(x[:, :h, :w], y[:, :h, :w], f))
+        d_patch += cfg["lowpass_weight"] * lp / len(x) * (cfg["patch"] ** 2 / (h * w)) * ref
     out = {
         "psnr": float(np.mean(_metrics.psnr(x, y))),
         "ssim": ssim,
@@ -393,6 +428,22 @@ def model_from_params(cfg: dict, tensors: dict[str, np.ndarray]) -> TwitterDCN:
 
 
 # -- export -------------------------------------------------------------------------------------------------
+def objective_text(cfg: dict) -> str:
+    """The run's objective in words, for the checkpoint's provenance."""
+    terms = ["l2_loss(x - y)"]
+    if cfg.get("ssim_weight"):
+        terms.append(f"{cfg['ssim_weight']:g} * sum(1 - SSIM)")
+    if cfg.get("lowpass_weight"):
+        terms.append(f"{cfg['lowpass_weight']:g} * lowpass_l2(x - y, {cfg['lowpass_factor']})")
+    d = f"({' + '.join(terms)})" if len(terms) > 1 else terms[0]
+    text = (
+        d + " * distortion_batch / batch + entropy_weight * H, hard values forward, "
+        + ("identity gradient within the codebook's range"
+           if cfg.get("quantizer_gradient") == "identity" else "soft-codebook gradient")
+    )  # fmt: skip
+    return text + ("; decoder only (encoder frozen)" if cfg.get("freeze_encoder") else "")
+
+
 def provenance(info: dict, which: str, val: dict | None) -> dict:
     return {
         "source": "l3ic_jax.train",
@@ -403,14 +454,7 @@ def provenance(info: dict, which: str, val: dict | None) -> dict:
         "data": info.get("data"),
         "hyperparameters": info["config"],
         "validation": val,
-        "objective": (
-            f"(l2_loss(x - y) + {info['config']['ssim_weight']:g} * sum(1 - SSIM))"
-            if info["config"].get("ssim_weight")
-            else "l2_loss(x - y)"
-        )
-        + " * distortion_batch / batch + entropy_weight * H, hard values forward, "
-        + ("identity gradient within the codebook's range"
-           if info["config"].get("quantizer_gradient") == "identity" else "soft-codebook gradient"),
+        "objective": objective_text(info["config"]),
         "total_steps": info["step"] + steps_before(info["config"].get("init_from")),
         "jax_version": jax.__version__,
         "devices": info.get("devices"),
@@ -459,10 +503,15 @@ def train(args: argparse.Namespace) -> dict:
         info["config"].setdefault("ssim_weight", 0.0)  # likewise: the original L2-only distortion
         info["config"].setdefault("detail", 0.0)  # likewise: every patch kept
         info["config"].setdefault("tf32", False)  # likewise: float32 convolutions
+        info["config"].setdefault("lowpass_weight", 0.0)  # likewise: no low-pass term
+        info["config"].setdefault("lowpass_factor", 8)
+        info["config"].setdefault("freeze_encoder", False)  # likewise: the whole model trained
         changed = {k: (info["config"][k], cfg[k]) for k in RUN_KEYS if info["config"].get(k) != cfg[k]}
         if changed:
             print("resume: keeping the run's settings, ignoring " + ", ".join(f"--{k.replace('_', '-')}={v[1]} (run: {v[0]})" for k, v in changed.items()))
         cfg = info["config"]
+    if cfg.get("lowpass_weight") and (cfg["lowpass_factor"] < 1 or cfg["patch"] % cfg["lowpass_factor"]):
+        raise SystemExit(f"--lowpass-factor {cfg['lowpass_factor']} must divide --patch {cfg['patch']}")
     print(f"l3ic-jax {__version__}, jax {jax.__version__}, devices: {jax.devices()}", flush=True)
 
     train_dir, val_dir = _data.resolve_data_dirs(args.data, args.val)

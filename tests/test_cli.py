@@ -229,6 +229,16 @@ def test_bad_model(work, models, capsys):
     assert not (work / "b.l3i").exists()
 
 
+def test_refine(work, models, capsys):
+    make_image(work / "r.png")
+    code, _, err = run(["r.png", "-m", models["tiny"], "--refine", "--refine-steps", "3", "--stats"], capsys)
+    assert code == 0, err
+    data = (work / "r.l3i").read_bytes()
+    assert pipeline.decompress(data, Codec.from_checkpoint(models["tiny"])).shape == (H, W, 3)
+    code, _, err = run(["r.png", "-m", models["tiny"], "--refine-steps", "-1", "-o", "x.l3i"], capsys)
+    assert code == cli.EXIT_USAGE and "--refine-steps must be >= 0" in err and not (work / "x.l3i").exists()
+
+
 def test_usage_errors_and_help(work, capsys):
     assert run([], capsys)[0] == cli.EXIT_USAGE
     assert run(["--no-such-option", "x.png"], capsys)[0] == cli.EXIT_USAGE

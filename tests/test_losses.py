@@ -49,3 +49,25 @@ def test_ssim_rejects_bad_shapes():
         losses.ssim(jnp.zeros((1, 10, 20, 3)), jnp.zeros((1, 10, 20, 3)))
     with pytest.raises(ValueError, match="equal"):
         losses.ssim(jnp.zeros((1, 20, 20, 3)), jnp.zeros((2, 20, 20, 3)))
+
+
+def test_lowpass_l2_keeps_block_constant_errors_and_drops_zero_mean_ones():
+    rng = np.random.default_rng(5)
+    x = rng.random((2, 16, 24, 3))
+    drift = np.kron(rng.normal(0, 0.1, (2, 4, 6, 3)), np.ones((1, 4, 4, 1)))  # constant over 4x4 blocks
+    wiggle = rng.normal(0, 0.1, x.shape)
+    blocks = wiggle.reshape(2, 4, 4, 6, 4, 3)
+    wiggle = (blocks - blocks.mean(axis=(2, 4), keepdims=True)).reshape(x.shape)  # zero mean in every block
+    lp = lambda e: float(losses.lowpass_l2(jnp.asarray(x + e), jnp.asarray(x), 4))  # noqa: E731
+    np.testing.assert_allclose(lp(drift), 0.5 * np.sum(drift**2), rtol=1e-5)
+    assert lp(wiggle) < 1e-9 * np.sum(wiggle**2)
+    np.testing.assert_allclose(lp(drift + wiggle), lp(drift), rtol=1e-5)  # the two parts are orthogonal
+    # a factor of 1 is the plain l2_loss
+    np.testing.assert_allclose(
+        float(losses.lowpass_l2(jnp.asarray(x + wiggle), jnp.asarray(x), 1)), 0.5 * np.sum(wiggle**2), rtol=1e-5
+    )
+
+
+def test_lowpass_l2_rejects_a_factor_that_does_not_divide_the_patch():
+    with pytest.raises(ValueError, match="must divide"):
+        losses.lowpass_l2(jnp.zeros((1, 20, 24, 3)), jnp.zeros((1, 20, 24, 3)), 8)

@@ -190,6 +190,52 @@ def test_ssim_term_enters_the_distortion():
     np.testing.assert_allclose(float(T.distortion(x, y, 4, 10.0)), with_ssim * 2, rtol=1e-6)  # rescaled to 4 patches
 
 
+def test_lowpass_term_enters_the_distortion_and_is_a_run_setting(tiny_data, tmp_path):
+    import jax.numpy as jnp
+
+    from l3ic_jax import losses
+
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.random((2, 16, 16, 3)), jnp.float32)
+    y = jnp.clip(x + 0.05 + 0.02 * jnp.asarray(rng.normal(size=x.shape), jnp.float32), 0, 1)
+    plain = float(T.distortion(x, y, 0))
+    with_lp = float(T.distortion(x, y, 0, lowpass_weight=3.0, lowpass_factor=4))
+    np.testing.assert_allclose(with_lp - plain, 3.0 * float(losses.lowpass_l2(x, y, 4)), rtol=1e-4)
+    assert with_lp > plain * 1.5  # the uniform 0.05 offset is mostly low-frequency error
+
+    run = tmp_path / "lowpass"
+    assert T.main(_args(tiny_data, run, "--max-steps", "2", "--lowpass-weight", "2", "--lowpass-factor", "4")) == 0
+    assert T.main(_args(tiny_data, run, "--max-steps", "3")) == 0
+    _, info = T.read_state(run)
+    assert info["step"] == 3 and info["config"]["lowpass_weight"] == 2.0 and info["config"]["lowpass_factor"] == 4
+    prov = Codec.from_checkpoint(T.export(run, tmp_path / "lp.safetensors", which="last")).metadata["provenance"]
+    assert "2 * lowpass_l2(x - y, 4)" in prov["objective"]
+
+
+def test_a_lowpass_factor_that_does_not_divide_the_patch_is_a_one_line_error(tiny_data, tmp_path):
+    with pytest.raises(SystemExit, match="must divide --patch 32"):
+        T.main(_args(tiny_data, tmp_path / "bad", "--max-steps", "1", "--lowpass-weight", "1", "--lowpass-factor", "5"))
+
+
+def test_freeze_encoder_trains_the_decoder_only(tiny_data, tmp_path):
+    first = tmp_path / "first"
+    assert T.main(_args(tiny_data, first, "--max-steps", "2")) == 0
+    start = T.export(first, tmp_path / "start.safetensors", which="last")
+    run = tmp_path / "frozen"
+    assert T.main(_args(tiny_data, run, "--max-steps", "4", "--init-from", str(start), "--freeze-encoder",
+                        "--lr", "1e-3")) == 0
+    from safetensors.numpy import load_file
+
+    after = T.export(run, tmp_path / "after.safetensors", which="last")
+    assert "decoder only" in Codec.from_checkpoint(after).metadata["provenance"]["objective"]
+    a, b = load_file(start), load_file(after)
+    assert a.keys() == b.keys() and any(k.startswith("encoder/") for k in a)
+    for k in a:
+        if k.startswith("encoder/"):
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)  # latent_scaling included
+    assert any(not np.array_equal(a[k], b[k]) for k in a if k.startswith("decoder/"))
+
+
 def test_sampler_worker_processes_give_the_same_batches(tiny_data):
     images, _ = D.load_images(tiny_data / "train")
     one = D.PatchSampler(images, patch=32, scale_max=1.5).sample(np.random.default_rng(3), 9)

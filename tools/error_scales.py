@@ -14,6 +14,7 @@ image by image), for every model and for its matched JPEG:
 
     python tools/error_scales.py --models 64c                      # markdown table on stdout
     python tools/error_scales.py --models 64c,runs/x/best.safetensors --json /tmp/scales.json
+    python tools/error_scales.py --models 64c,64c:refine          # with the encoder-side refinement
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from codecs_baseline import all_codecs, bpp_of, match_bpp  # noqa: E402
-from rd_eval import KODAK, load_images, log, to_uint8  # noqa: E402
+from rd_eval import KODAK, load_images, log, split_refine, to_uint8  # noqa: E402
 
 from l3ic_jax.metrics import MS_SSIM_WEIGHTS, ms_ssim_terms  # noqa: E402
 
@@ -58,10 +59,11 @@ def profile_model(spec: str, images, jpeg) -> dict:
     """Mean error profile of one model and of JPEG matched to its bpp on every image."""
     import l3ic_jax
 
-    codec = l3ic_jax.load(spec)
+    path, refine = split_refine(spec)
+    codec = l3ic_jax.load(path)
     sides = {"model": [], "jpeg": []}
     for i, (name, img) in enumerate(images):
-        data = l3ic_jax.compress(img, codec)
+        data = l3ic_jax.compress(img, codec, refine=refine)
         target = bpp_of(data, img.shape)
         rec = to_uint8(l3ic_jax.decompress(data, codec))
         _, jdata = match_bpp(jpeg, img, target, {})
@@ -105,7 +107,8 @@ def markdown(results: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", required=True, help="comma-separated model names or checkpoint paths")
+    ap.add_argument("--models", required=True, help="comma-separated model names or checkpoint paths; NAME:refine[=STEPS] "
+                    "compresses with the encoder-side refinement (as in rd_eval)")
     ap.add_argument("--data", type=Path, default=KODAK,
                     help="folder of images (default: ../shared/datasets/kodak)")
     ap.add_argument("--crop", type=int, default=512, help="center-crop size in px (default 512; 0: whole images)")

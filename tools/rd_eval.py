@@ -16,6 +16,7 @@ rd_summary.csv, rd_tables.md and rd.png. ``--from-json`` redraws and re-tabulate
 
     python tools/rd_eval.py --models 16c,32c,64c              # models + all codecs, Kodak 512 crops
     python tools/rd_eval.py --models none --codecs jpeg,webp   # classical only
+    python tools/rd_eval.py --models 64c,64c:refine            # also with the encoder-side refinement
     python tools/rd_eval.py --from-json docs/rd/rd.json --update-doc docs/rate-distortion.md
 """
 
@@ -123,6 +124,21 @@ def load_model_api():
         return None
 
 
+def split_refine(spec: str) -> tuple[str, int]:
+    """``"64c:refine=40"`` -> ``("64c", 40)``; ``":refine"`` alone takes l3ic_jax.refine's default steps."""
+    name, sep, option = spec.rpartition(":")
+    if not sep or not option.startswith("refine"):
+        return spec, 0
+    key, _, value = option.partition("=")
+    if key != "refine" or (value and not value.isdigit()):
+        raise SystemExit(f"bad model option {option!r} in {spec!r}: expected refine or refine=STEPS")
+    if not value:
+        from l3ic_jax.refine import DEFAULT_STEPS
+
+        return name, DEFAULT_STEPS
+    return name, int(value)
+
+
 def eval_models(specs, images, rows):
     """Compress/decompress every image with each model; returns {label: [bpp per image]}."""
     api = load_model_api() if specs else None
@@ -131,7 +147,9 @@ def eval_models(specs, images, rows):
     load, compress, decompress = api
     rates = {}
     for spec in specs:
+        spec, refine = split_refine(spec)
         label = Path(spec).stem if os.sep in spec or spec.endswith(".safetensors") else spec
+        label += f"+refine{refine}" if refine else ""
         try:
             codec = load(spec)
         except Exception as e:  # noqa: BLE001
@@ -140,7 +158,7 @@ def eval_models(specs, images, rows):
         t0 = time.time()
         bpps = []
         for i, (name, img) in enumerate(images):
-            data = compress(img, codec)
+            data = compress(img, codec, refine=refine) if refine else compress(img, codec)
             rec = to_uint8(decompress(data, codec))
             m = measure(img, rec)
             bpp = bpp_of(data, img.shape)
@@ -433,7 +451,8 @@ def parse_args(argv):
     ap.add_argument("--limit", type=int, help="only the first N images (quick checks)")
     ap.add_argument("--models", default="16c,32c,64c",
                     help="comma-separated model names or checkpoint paths, or 'none' (default: 16c,32c,64c; "
-                         "those that cannot be loaded are skipped)")
+                         "those that cannot be loaded are skipped). NAME:refine[=STEPS] compresses with the "
+                         "encoder-side refinement (l3ic_jax.refine), labelled NAME+refineSTEPS")
     ap.add_argument("--codecs", default=",".join(all_codecs()),
                     help=f"comma-separated classical codecs, or 'none' (default: {','.join(all_codecs())})")
     ap.add_argument("--targets", default=",".join(str(p[0]) for p in PAPER_POINTS.values()),
