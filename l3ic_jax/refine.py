@@ -32,7 +32,7 @@ import numpy as np
 from flax import nnx
 
 from . import quantize as _q
-from .tiling import DECODER_MARGIN, DEFAULT_TILE, STRIDE
+from .tiling import DEFAULT_TILE, STRIDE, _decoder_spans
 
 __all__ = ["DEFAULT_LR", "DEFAULT_STEPS", "rate_weight", "refine_indices"]
 
@@ -128,15 +128,6 @@ def _refiner(graphdef, codebook: tuple):
     return run
 
 
-def _spans(n: int, tile: int) -> list[tuple[int, int, int, int]]:
-    """(tile_start, tile_stop, window_start, window_stop) along one latent axis."""
-    out = []
-    for a in range(0, n, tile):
-        b = min(n, a + tile)
-        out.append((a, b, max(0, a - DECODER_MARGIN), min(n, b + DECODER_MARGIN)))
-    return out
-
-
 def refine_indices(
     codec,
     image,
@@ -178,8 +169,8 @@ def refine_indices(
     total = np.stack([np.bincount(indices[..., c].ravel(), minlength=k) for c in range(z.shape[-1])]).astype(np.float32)
     h, w = z.shape[:2]
     t = tile // STRIDE
-    for a0, a1, wa0, wa1 in _spans(h, t):
-        for b0, b1, wb0, wb1 in _spans(w, t):
+    for a0, a1, wa0, wa1 in _decoder_spans(h, t):
+        for b0, b1, wb0, wb1 in _decoder_spans(w, t):
             win = (slice(wa0, wa1), slice(wb0, wb1))
             free = np.zeros((wa1 - wa0, wb1 - wb0, 1), np.float32)
             free[a0 - wa0 : a1 - wa0, b0 - wb0 : b1 - wb0] = 1.0
