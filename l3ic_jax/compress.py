@@ -124,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(forward and backward) longer",
     )
     p.add_argument(
-        "--refine-steps", type=int, default=REFINE_STEPS, metavar="N", help=f"gradient steps of --refine (default {REFINE_STEPS})"
+        "--refine-steps",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"gradient steps of --refine (default {REFINE_STEPS}); given alone it implies --refine, 0 turns it off",
     )
     p.add_argument("--legacy", action="store_true", help="write the original .l3i format (no size, model id or checksum)")
     p.add_argument("--info", action="store_true", help="print the header of .l3i inputs and exit")
@@ -333,7 +337,10 @@ class Runner:
                 f"{-(-width // 8) * 8}x{-(-height // 8) * 8}",
                 notice=True,
             )
-        refine = self.args.refine_steps if self.args.refine else 0
+        steps = self.args.refine_steps  # given alone, it implies --refine
+        if steps is None:
+            from .refine import DEFAULT_STEPS as steps
+        refine = steps if (self.args.refine or self.args.refine_steps is not None) else 0
         key = ("enc", codec.weights_sha256, image.shape, self.args.legacy, bool(refine))
         if self.args.stats and key not in self._warm:  # times exclude the one-time jit compilation
             self._compress(image, codec, job, refine=min(refine, 1))
@@ -444,7 +451,7 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version, or a usage error (argparse printed it)
         return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
-    for flag, value in (("--threads", args.threads), ("--refine-steps", args.refine_steps)):
+    for flag, value in (("--threads", args.threads), ("--refine-steps", args.refine_steps or 0)):
         if value < 0:
             parser.print_usage(sys.stderr)
             print(f"{PROG}: error: {flag} must be >= 0", file=sys.stderr)

@@ -229,12 +229,21 @@ def test_bad_model(work, models, capsys):
     assert not (work / "b.l3i").exists()
 
 
-def test_refine(work, models, capsys):
+def test_refine(work, models, capsys, monkeypatch):
     make_image(work / "r.png")
     code, _, err = run(["r.png", "-m", models["tiny"], "--refine", "--refine-steps", "3", "--stats"], capsys)
     assert code == 0, err
     data = (work / "r.l3i").read_bytes()
     assert pipeline.decompress(data, Codec.from_checkpoint(models["tiny"])).shape == (H, W, 3)
+    # the steps that reach compress: --refine alone takes the default, --refine-steps alone implies --refine
+    from l3ic_jax.refine import DEFAULT_STEPS
+
+    seen = []
+    real = pipeline.compress
+    monkeypatch.setattr(pipeline, "compress", lambda *a, **k: seen.append(k["refine"]) or real(*a, **k))
+    for args in (["--refine"], ["--refine-steps", "2"], ["--refine-steps", "0"], []):
+        assert run(["r.png", "-m", models["tiny"], "-o", "s.l3i", "--force", *args], capsys)[0] == 0
+    assert seen == [DEFAULT_STEPS, 2, 0, 0]
     code, _, err = run(["r.png", "-m", models["tiny"], "--refine-steps", "-1", "-o", "x.l3i"], capsys)
     assert code == cli.EXIT_USAGE and "--refine-steps must be >= 0" in err and not (work / "x.l3i").exists()
 
