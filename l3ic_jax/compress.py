@@ -273,6 +273,12 @@ class Runner:
         self._decoder = None  # the codec of -m, for decoding
         self._warm: set = set()
         self._stats_header = False
+        # steps of encoder-side refinement per image: --refine takes the default, --refine-steps alone implies it
+        self.refine_steps = 0
+        if args.refine or args.refine_steps is not None:
+            from .refine import DEFAULT_STEPS
+
+            self.refine_steps = DEFAULT_STEPS if args.refine_steps is None else args.refine_steps
 
     def load_model(self, name):
         from . import pipeline
@@ -337,10 +343,7 @@ class Runner:
                 f"{-(-width // 8) * 8}x{-(-height // 8) * 8}",
                 notice=True,
             )
-        steps = self.args.refine_steps  # given alone, it implies --refine
-        if steps is None:
-            from .refine import DEFAULT_STEPS as steps
-        refine = steps if (self.args.refine or self.args.refine_steps is not None) else 0
+        refine = self.refine_steps
         key = ("enc", codec.weights_sha256, image.shape, self.args.legacy, bool(refine))
         if self.args.stats and key not in self._warm:  # times exclude the one-time jit compilation
             self._compress(image, codec, job, refine=min(refine, 1))

@@ -104,17 +104,16 @@ def compress(image, codec=None, *, legacy: bool = False, threads: int = 0, refin
     height, width = int(x.shape[1]), int(x.shape[2])
     if refine:
         indices = _refined_indices(codec, x, int(refine), legacy)
-        if legacy:
-            return _bs.pack_legacy(indices, threads=threads)
-        return _bs.pack(indices, height=height, width=width, model_id=model_id(codec), threads=threads)
-    if legacy:
+    elif legacy:
         indices = np.asarray(codec.encode_indices(x))[0]
-        return _bs.pack_legacy(indices, threads=threads)
-    padded, _ = pad_to_multiple(x)
-    if padded.shape[1] * padded.shape[2] > TILE_ABOVE_PIXELS:  # bounded memory, same indices (tiling.py)
-        indices = _tiling.encode_indices_tiled(codec, np.asarray(padded[0]))
     else:
-        indices = np.asarray(codec.encode_indices(padded))[0]
+        padded, _ = pad_to_multiple(x)
+        if padded.shape[1] * padded.shape[2] > TILE_ABOVE_PIXELS:  # bounded memory, same indices (tiling.py)
+            indices = _tiling.encode_indices_tiled(codec, np.asarray(padded[0]))
+        else:
+            indices = np.asarray(codec.encode_indices(padded))[0]
+    if legacy:
+        return _bs.pack_legacy(indices, threads=threads)
     return _bs.pack(indices, height=height, width=width, model_id=model_id(codec), threads=threads)
 
 

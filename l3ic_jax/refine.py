@@ -58,6 +58,12 @@ def rate_weight(codec) -> float:
     return ew / (db * values)
 
 
+def _channel_histogram(indices: np.ndarray, k: int) -> np.ndarray:
+    """Per-channel histogram of ``(h, w, C)`` indices, ``[C, k]`` float32 (NumPy, between tiles)."""
+    flat = indices.reshape(-1, indices.shape[-1])
+    return np.stack([np.bincount(flat[:, c], minlength=k) for c in range(flat.shape[1])]).astype(np.float32)
+
+
 def _counts(indices, k: int):
     """Per-channel histogram of ``[..., C]`` indices: ``[C, k]`` float32."""
     onehot = jax.nn.one_hot(indices.reshape(-1, indices.shape[-1]), k, dtype=jnp.float32)
@@ -166,7 +172,7 @@ def refine_indices(
     pix_w[:height, :width] = 1.0
     run = _refiner(codec._graphdef, tuple(cb.tolist()))
     k = len(cb)
-    total = np.stack([np.bincount(indices[..., c].ravel(), minlength=k) for c in range(z.shape[-1])]).astype(np.float32)
+    total = _channel_histogram(indices, k)
     h, w = z.shape[:2]
     t = tile // STRIDE
     for a0, a1, wa0, wa1 in _decoder_spans(h, t):
@@ -175,7 +181,7 @@ def refine_indices(
             free = np.zeros((wa1 - wa0, wb1 - wb0, 1), np.float32)
             free[a0 - wa0 : a1 - wa0, b0 - wb0 : b1 - wb0] = 1.0
             own = indices[a0:a1, b0:b1]
-            base = total - np.stack([np.bincount(own[..., c].ravel(), minlength=k) for c in range(own.shape[-1])])
+            base = total - _channel_histogram(own, k)
             pw = np.zeros(((wa1 - wa0) * STRIDE, (wb1 - wb0) * STRIDE, 1), np.float32)
             pw[(a0 - wa0) * STRIDE : (a1 - wa0) * STRIDE, (b0 - wb0) * STRIDE : (b1 - wb0) * STRIDE] = 1.0
             pw *= pix_w[wa0 * STRIDE : wa1 * STRIDE, wb0 * STRIDE : wb1 * STRIDE]
@@ -184,5 +190,5 @@ def refine_indices(
             new = np.asarray(run(codec._state, xs[None], zw[None], free[None], base, pw[None], lam, np.float32(lr), int(steps)))[0]
             own_new = new[a0 - wa0 : a1 - wa0, b0 - wb0 : b1 - wb0]
             indices[a0:a1, b0:b1] = own_new
-            total = base + np.stack([np.bincount(own_new[..., c].ravel(), minlength=k) for c in range(own.shape[-1])])
+            total = base + _channel_histogram(own_new, k)
     return indices
