@@ -54,7 +54,7 @@ RUN_KEYS = (
     "n_features", "seed", "batch_size", "patch", "scale_min", "scale_max", "dihedral", "lr", "warmup_steps",
     "schedule_steps", "final_lr_ratio", "schedule", "entropy_weight", "distortion_batch", "clip_grad_norm",
     "mixed_precision", "b1", "b2", "clip_output", "init", "quantizer_gradient", "ssim_weight", "detail", "tf32",
-    "lowpass_weight", "lowpass_factor", "freeze_encoder",
+    "lowpass_weight", "lowpass_factor", "freeze_encoder", "freeze_decoder", "ms_ssim_weight",
 )  # fmt: skip
 
 
@@ -104,6 +104,15 @@ def build_parser() -> argparse.ArgumentParser:
         "the inverse local variance, so it keeps texture that L2 blurs away (docs/training.md §8.4)",
     )
     g.add_argument(
+        "--ms-ssim-weight",
+        type=float,
+        default=0.0,
+        help="add this weight times sum over the batch of (1 - MS-SSIM) per patch (TF recipe with as many of its "
+        "scales as the patch holds: 4 for 128 px; l3ic_jax.losses.ms_ssim) to the distortion, rescaled like "
+        "l2_loss; it weighs errors at the coarse scales that L2 treats like any other (docs/training.md §8.19); "
+        "0: off",
+    )
+    g.add_argument(
         "--lowpass-weight",
         type=float,
         default=0.0,
@@ -119,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="train the decoder only: the encoder and its latent scaling stay as they are, so the latents and "
         "the rate of every image do too, and a changed objective moves the quality at a fixed rate",
+    )
+    g.add_argument(
+        "--freeze-decoder",
+        action="store_true",
+        help="train the encoder (and its latent scaling) only: the decoder stays as it is, so images coded by "
+        "the start checkpoint decode the same; the encoder learns to pick better latents for that decoder "
+        "(what --refine does per image at encoding time, docs/training.md §8.19)",
     )
     g.add_argument(
         "--no-clip-output",
@@ -204,13 +220,16 @@ def make_optimizer(cfg: dict) -> optax.GradientTransformation:
 
 def distortion(
     x: jax.Array, y: jax.Array, ref_batch: int, ssim_weight: float = 0.0, lowpass_weight: float = 0.0,
-    lowpass_factor: int = 8,
+    lowpass_factor: int = 8, ms_ssim_weight: float = 0.0,
 ) -> jax.Array:
-    """``tf.nn.l2_loss(x - y)`` (plus ``ssim_weight * (1 - SSIM)`` per patch, plus ``lowpass_weight`` times the
-    L2 of the error's block means) summed over the batch, rescaled to ``ref_batch`` patches (0: no rescaling)."""
+    """``tf.nn.l2_loss(x - y)`` (plus ``ssim_weight * (1 - SSIM)`` and ``ms_ssim_weight * (1 - MS-SSIM)`` per
+    patch, plus ``lowpass_weight`` times the L2 of the error's block means) summed over the batch, rescaled to
+    ``ref_batch`` patches (0: no rescaling)."""
     total = _losses.l2_loss(x, y)
     if ssim_weight:
         total = total + ssim_weight * jnp.sum(1.0 - _losses.ssim(x, y))
+    if ms_ssim_weight:
+        total = total + ms_ssim_weight * jnp.sum(1.0 - _losses.ms_ssim(x, y))
     if lowpass_weight:
         total = total + lowpass_weight * _losses.lowpass_l2(x, y, lowpass_factor)
     return total * (ref_batch / x.shape[0]) if ref_batch else total
@@ -233,6 +252,9 @@ def make_train_step(graphdef, tx, cfg: dict):
     # --freeze-encoder: no gradient reaches the encoder (nor is its backward pass computed), its Adam moments stay
     # zero, so its updates are exactly zero and the latents of every image stay as they were.
     frozen = jax.lax.stop_gradient if cfg.get("freeze_encoder", False) else (lambda z: z)
+    # --freeze-decoder: the decoder's gradients are replaced by zeros (XLA then drops their computation; the
+    # gradient still flows through the decoder to the latent), so its Adam updates are exactly zero.
+    freeze_decoder = cfg.get("freeze_decoder", False)
 
     def forward(params, x):
         model = nnx.merge(graphdef, params)
@@ -252,7 +274,7 @@ def make_train_step(graphdef, tx, cfg: dict):
             y = y + jax.lax.stop_gradient(jnp.clip(y, 0.0, 1.0) - y)
         d = distortion(
             x, y, cfg["distortion_batch"], cfg.get("ssim_weight", 0.0), cfg.get("lowpass_weight", 0.0),
-            cfg.get("lowpass_factor", 8),
+            cfg.get("lowpass_factor", 8), cfg.get("ms_ssim_weight", 0.0),
         )
         h = _q.entropy_estimate(z, codebook)
         loss = d + cfg["entropy_weight"] * h
@@ -263,6 +285,8 @@ def make_train_step(graphdef, tx, cfg: dict):
     def step(params, opt_state, x_u8):
         x = x_u8.astype(jnp.float32) / 255.0
         (_, (aux, y)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x)
+        if freeze_decoder:
+            grads["decoder"] = jax.tree.map(jnp.zeros_like, grads["decoder"])
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         aux["grad_norm"] = optax.tree.norm(grads)
@@ -306,6 +330,11 @@ def validate(evaluate, params, crops: np.ndarray, cfg: dict) -> dict:
         h, w = (x.shape[1] // f) * f, (x.shape[2] // f) * f
         lp = float(_losses.lowpass_l2(x[:, :h, :w], y[:, :h, :w], f))
         d_patch += cfg["lowpass_weight"] * lp / len(x) * (cfg["patch"] ** 2 / (h * w)) * ref
+    if cfg.get("ms_ssim_weight"):
+        # the crops are larger than a patch; the patch's scales (and weights) are measured on them
+        weights = _metrics.MS_SSIM_WEIGHTS[: _losses.ms_ssim_scales(cfg["patch"])]
+        ms_patch = float(np.mean(_metrics.ms_ssim(x, y, weights=weights)))
+        d_patch += cfg["ms_ssim_weight"] * (1 - ms_patch) * ref
     out = {
         "psnr": float(np.mean(_metrics.psnr(x, y))),
         "ssim": ssim,
@@ -433,6 +462,8 @@ def objective_text(cfg: dict) -> str:
     terms = ["l2_loss(x - y)"]
     if cfg.get("ssim_weight"):
         terms.append(f"{cfg['ssim_weight']:g} * sum(1 - SSIM)")
+    if cfg.get("ms_ssim_weight"):
+        terms.append(f"{cfg['ms_ssim_weight']:g} * sum(1 - MS-SSIM, {_losses.ms_ssim_scales(cfg['patch'])} scales)")
     if cfg.get("lowpass_weight"):
         terms.append(f"{cfg['lowpass_weight']:g} * lowpass_l2(x - y, {cfg['lowpass_factor']})")
     d = f"({' + '.join(terms)})" if len(terms) > 1 else terms[0]
@@ -441,7 +472,11 @@ def objective_text(cfg: dict) -> str:
         + ("identity gradient within the codebook's range"
            if cfg.get("quantizer_gradient") == "identity" else "soft-codebook gradient")
     )  # fmt: skip
-    return text + ("; decoder only (encoder frozen)" if cfg.get("freeze_encoder") else "")
+    if cfg.get("freeze_encoder"):
+        text += "; decoder only (encoder frozen)"
+    if cfg.get("freeze_decoder"):
+        text += "; encoder only (decoder frozen)"
+    return text
 
 
 def provenance(info: dict, which: str, val: dict | None) -> dict:
@@ -506,12 +541,20 @@ def train(args: argparse.Namespace) -> dict:
         info["config"].setdefault("lowpass_weight", 0.0)  # likewise: no low-pass term
         info["config"].setdefault("lowpass_factor", 8)
         info["config"].setdefault("freeze_encoder", False)  # likewise: the whole model trained
+        info["config"].setdefault("freeze_decoder", False)
+        info["config"].setdefault("ms_ssim_weight", 0.0)  # likewise: no MS-SSIM term
         changed = {k: (info["config"][k], cfg[k]) for k in RUN_KEYS if info["config"].get(k) != cfg[k]}
         if changed:
             print("resume: keeping the run's settings, ignoring " + ", ".join(f"--{k.replace('_', '-')}={v[1]} (run: {v[0]})" for k, v in changed.items()))
         cfg = info["config"]
     if cfg.get("lowpass_weight") and (cfg["lowpass_factor"] < 1 or cfg["patch"] % cfg["lowpass_factor"]):
         raise SystemExit(f"--lowpass-factor {cfg['lowpass_factor']} must divide --patch {cfg['patch']}")
+    if cfg.get("freeze_encoder") and cfg.get("freeze_decoder"):
+        raise SystemExit("--freeze-encoder and --freeze-decoder together leave nothing to train; give one")
+    if cfg.get("ms_ssim_weight"):
+        side, scales = cfg["patch"], _losses.ms_ssim_scales(cfg["patch"])
+        if scales < 2 or any((side // 2**k) % 2 for k in range(scales - 1)):
+            raise SystemExit(f"--ms-ssim-weight needs a --patch of at least 21 px that halves evenly; got {side}")
     print(f"l3ic-jax {__version__}, jax {jax.__version__}, devices: {jax.devices()}", flush=True)
 
     train_dir, val_dir = _data.resolve_data_dirs(args.data, args.val)

@@ -71,3 +71,34 @@ def test_lowpass_l2_keeps_block_constant_errors_and_drops_zero_mean_ones():
 def test_lowpass_l2_rejects_a_factor_that_does_not_divide_the_patch():
     with pytest.raises(ValueError, match="must divide"):
         losses.lowpass_l2(jnp.zeros((1, 20, 24, 3)), jnp.zeros((1, 20, 24, 3)), 8)
+
+
+@pytest.mark.parametrize("side, scales", [(96, 4), (128, 4), (176, 5)])
+def test_ms_ssim_matches_metrics(side, scales):
+    x, y = _pair(side, (3, side, side, 3))
+    assert losses.ms_ssim_scales(side) == scales
+    got = np.asarray(losses.ms_ssim(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)))
+    want = metrics.ms_ssim(x, y, weights=metrics.MS_SSIM_WEIGHTS[:scales])
+    assert got.shape == (3,)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    assert np.ptp(want) > 0.05
+
+
+def test_ms_ssim_gradient_is_finite_and_points_back():
+    x, y = _pair(7, (1, 96, 96, 3))
+    x, y = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+    np.testing.assert_allclose(np.asarray(losses.ms_ssim(x, x)), [1.0], atol=1e-5)
+    g = jax.grad(lambda v: jnp.sum(1.0 - losses.ms_ssim(x, v)))(y)
+    assert np.all(np.isfinite(np.asarray(g)))
+    before = float(losses.ms_ssim(x, y)[0])
+    after = float(losses.ms_ssim(x, y - 1e-3 * g / jnp.max(jnp.abs(g)))[0])
+    assert after > before
+
+
+def test_ms_ssim_rejects_patches_too_small_or_odd():
+    with pytest.raises(ValueError, match="at least 11"):
+        losses.ms_ssim(jnp.zeros((1, 10, 10, 3)), jnp.zeros((1, 10, 10, 3)))
+    with pytest.raises(ValueError, match="halve evenly"):
+        losses.ms_ssim(jnp.zeros((1, 90, 90, 3)), jnp.zeros((1, 90, 90, 3)))
+    with pytest.raises(ValueError, match="81x81"):
+        losses.ms_ssim(jnp.zeros((1, 64, 64, 3)), jnp.zeros((1, 64, 64, 3)), scales=4)

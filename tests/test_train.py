@@ -212,6 +212,28 @@ def test_lowpass_term_enters_the_distortion_and_is_a_run_setting(tiny_data, tmp_
     assert "2 * lowpass_l2(x - y, 4)" in prov["objective"]
 
 
+def test_ms_ssim_term_enters_the_distortion_and_is_a_run_setting(tiny_data, tmp_path):
+    import jax.numpy as jnp
+
+    from l3ic_jax import losses
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.random((2, 32, 32, 3)), jnp.float32)
+    y = jnp.clip(x + 0.1 * jnp.asarray(rng.normal(size=x.shape), jnp.float32), 0, 1)
+    plain = float(T.distortion(x, y, 0))
+    with_ms = float(T.distortion(x, y, 0, ms_ssim_weight=10.0))
+    np.testing.assert_allclose(with_ms - plain, 10.0 * float(jnp.sum(1 - losses.ms_ssim(x, y))), rtol=1e-4)
+    assert with_ms - plain > 0.1  # the term is there, not a no-op
+
+    run = tmp_path / "ms"
+    assert T.main(_args(tiny_data, run, "--max-steps", "2", "--ms-ssim-weight", "20")) == 0
+    assert T.main(_args(tiny_data, run, "--max-steps", "3")) == 0
+    _, info = T.read_state(run)
+    assert info["step"] == 3 and info["config"]["ms_ssim_weight"] == 20.0
+    prov = Codec.from_checkpoint(T.export(run, tmp_path / "ms.safetensors", which="last")).metadata["provenance"]
+    assert "20 * sum(1 - MS-SSIM, 2 scales)" in prov["objective"]
+
+
 def test_a_lowpass_factor_that_does_not_divide_the_patch_is_a_one_line_error(tiny_data, tmp_path):
     with pytest.raises(SystemExit, match="must divide --patch 32"):
         T.main(_args(tiny_data, tmp_path / "bad", "--max-steps", "1", "--lowpass-weight", "1", "--lowpass-factor", "5"))
@@ -234,6 +256,30 @@ def test_freeze_encoder_trains_the_decoder_only(tiny_data, tmp_path):
         if k.startswith("encoder/"):
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)  # latent_scaling included
     assert any(not np.array_equal(a[k], b[k]) for k in a if k.startswith("decoder/"))
+
+
+def test_freeze_decoder_trains_the_encoder_only(tiny_data, tmp_path):
+    first = tmp_path / "first"
+    assert T.main(_args(tiny_data, first, "--max-steps", "2")) == 0
+    start = T.export(first, tmp_path / "start.safetensors", which="last")
+    run = tmp_path / "frozen"
+    assert T.main(_args(tiny_data, run, "--max-steps", "4", "--init-from", str(start), "--freeze-decoder",
+                        "--lr", "1e-3")) == 0
+    from safetensors.numpy import load_file
+
+    after = T.export(run, tmp_path / "after.safetensors", which="last")
+    assert "encoder only" in Codec.from_checkpoint(after).metadata["provenance"]["objective"]
+    a, b = load_file(start), load_file(after)
+    assert a.keys() == b.keys() and any(k.startswith("decoder/") for k in a)
+    for k in a:
+        if k.startswith("decoder/"):
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert any(not np.array_equal(a[k], b[k]) for k in a if k.startswith("encoder/"))
+
+
+def test_freezing_both_halves_is_a_one_line_error(tiny_data, tmp_path):
+    with pytest.raises(SystemExit, match="leave nothing to train"):
+        T.main(_args(tiny_data, tmp_path / "bad", "--max-steps", "1", "--freeze-encoder", "--freeze-decoder"))
 
 
 def test_sampler_worker_processes_give_the_same_batches(tiny_data):

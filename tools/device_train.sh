@@ -93,14 +93,17 @@ for spec in "$@"; do
   fi
   run="runs/${label}-gpu"
   mkdir -p "$run"
-  # Continue at the entropy weight the bundled model was last trained with, read from its provenance (the 32c's
-  # and the 64c's differ from 250, training.md §8.9-§8.16): the default 250 would move a model's operating point back.
-  entropy_weight=$(python3 -c 'import sys; from l3ic_jax import checkpoint as c
-print(c.load(c.resolve(sys.argv[1]))[1]["provenance"].get("hyperparameters", {}).get("entropy_weight", 250.0))' "$model") \
+  # Continue with the objective the bundled model was last trained with, read from its provenance: the entropy
+  # weight (the 32c's and the 64c's differ from 250, training.md §8.9-§8.16) and the optional distortion terms (the
+  # 64c's low-pass and MS-SSIM terms, §8.18-§8.19); the defaults would move a model's operating point back.
+  objective=$(python3 -c 'import sys; from l3ic_jax import checkpoint as c
+h = c.load(c.resolve(sys.argv[1]))[1]["provenance"].get("hyperparameters", {})
+keys = {"entropy_weight": 250.0, "ssim_weight": 0.0, "ms_ssim_weight": 0.0, "lowpass_weight": 0.0, "lowpass_factor": 8}
+print(" ".join("--" + k.replace("_", "-") + " " + format(h.get(k, d), "g") for k, d in keys.items()))' "$model") \
     || { echo "cannot read the bundled $model" >&2; exit 3; }
-  echo "run $label: $model, entropy weight $entropy_weight ${extra[*]}"
+  echo "run $label: $model, $objective ${extra[*]}"
   python3 -m l3ic_jax.train --n-features "${model%c}" --data "$data" --out "$run" \
-    --init-from "$model" --entropy-weight "$entropy_weight" $scales --detail 8 \
+    --init-from "$model" $objective $scales --detail 8 \
     --quantizer-gradient identity --batch-size 64 --lr 5e-5 --warmup-steps 200 --schedule-steps "${SCHEDULE_STEPS:-8000}" \
     --val-every 500 --ckpt-every-s 60 --log-every 250 --data-workers "$workers" --max-minutes "$minutes" \
     "${extra[@]}" ${EXTRA_TRAIN_ARGS:-} >"$run/stdout.log" 2>&1 &
