@@ -330,11 +330,12 @@ def validate(evaluate, params, crops: np.ndarray, cfg: dict) -> dict:
         h, w = (x.shape[1] // f) * f, (x.shape[2] // f) * f
         lp = float(_losses.lowpass_l2(x[:, :h, :w], y[:, :h, :w], f))
         d_patch += cfg["lowpass_weight"] * lp / len(x) * (cfg["patch"] ** 2 / (h * w)) * ref
-    # the patch's MS-SSIM scales (and weights), measured on the crops (fewer where a --val-crop is too small)
-    ms_scales = min(_losses.ms_ssim_scales(cfg["patch"]), _losses.ms_ssim_scales(min(x.shape[1:3])))
-    if cfg.get("ms_ssim_weight") and ms_scales:
-        ms_patch = float(np.mean(_metrics.ms_ssim(x, y, weights=_metrics.MS_SSIM_WEIGHTS[:ms_scales])))
-        d_patch += cfg["ms_ssim_weight"] * (1 - ms_patch) * ref
+    if cfg.get("ms_ssim_weight"):
+        # the patch's MS-SSIM scales (and weights), measured on the crops (fewer where a --val-crop is too small)
+        scales = min(_losses.ms_ssim_scales(cfg["patch"]), _losses.ms_ssim_scales(min(x.shape[1:3])))
+        if scales:
+            ms_patch = float(np.mean(_metrics.ms_ssim(x, y, weights=_metrics.MS_SSIM_WEIGHTS[:scales])))
+            d_patch += cfg["ms_ssim_weight"] * (1 - ms_patch) * ref
     out = {
         "psnr": float(np.mean(_metrics.psnr(x, y))),
         "ssim": ssim,
