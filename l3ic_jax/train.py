@@ -548,6 +548,8 @@ def train(args: argparse.Namespace) -> dict:
         if changed:
             print("resume: keeping the run's settings, ignoring " + ", ".join(f"--{k.replace('_', '-')}={v[1]} (run: {v[0]})" for k, v in changed.items()))
         cfg = info["config"]
+    if cfg["patch"] < 8 or cfg["patch"] % 8:
+        raise SystemExit(f"--patch {cfg['patch']} must be a positive multiple of 8 (the model's stride)")
     if cfg.get("lowpass_weight") and (cfg["lowpass_factor"] < 1 or cfg["patch"] % cfg["lowpass_factor"]):
         raise SystemExit(f"--lowpass-factor {cfg['lowpass_factor']} must divide --patch {cfg['patch']}")
     if cfg.get("freeze_encoder") and cfg.get("freeze_decoder"):

@@ -264,6 +264,11 @@ def test_a_frozen_half_keeps_its_weights_bit_for_bit(tiny_data, tmp_path, flag, 
     assert any(not np.array_equal(a[k], b[k]) for k in a if k.startswith(trained))
 
 
+def test_a_patch_that_is_not_a_multiple_of_8_is_a_one_line_error(tiny_data, tmp_path):
+    with pytest.raises(SystemExit, match="multiple of 8"):
+        T.main(_args(tiny_data, tmp_path / "bad", "--max-steps", "1", "--patch", "30"))
+
+
 def test_freezing_both_halves_is_a_one_line_error(tiny_data, tmp_path):
     with pytest.raises(SystemExit, match="leave nothing to train"):
         T.main(_args(tiny_data, tmp_path / "bad", "--max-steps", "1", "--freeze-encoder", "--freeze-decoder"))
